@@ -1,0 +1,95 @@
+"""`store` command: inspect and check an article store (`store stats`, `store verify`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from store.reader import StoreError
+
+app = typer.Typer(
+    help="Inspect the Parquet article store that `scrapy crawl pubmed` and `python -m crawler.baseline` fill.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+StorePath = Annotated[Path, typer.Argument(help="Store folder (the one holding articles/ and deletions/).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
+        value /= 1024
+    return f"{size} B"
+
+
+@app.command()
+def stats(path: StorePath, as_json: AsJson = False) -> None:
+    """Counts, PMID range, size on disk and schema version of a store."""
+    from store.inspect import store_stats
+
+    result = store_stats(path)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(result), indent=2))
+        return
+    table = Table(title=f"store {result.path}", show_header=False)
+    table.add_row("schema version", str(result.schema_version))
+    table.add_row("live articles", f"{result.live_articles:,}")
+    table.add_row("  with abstract", f"{result.with_abstract:,}")
+    table.add_row("  by source", ", ".join(f"{k}: {v:,}" for k, v in sorted(result.by_source.items())) or "-")
+    table.add_row("rows (all versions)", f"{result.rows:,}")
+    table.add_row("deletions recorded", f"{result.deletions:,}")
+    table.add_row("PMID range", f"{result.pmid_min} .. {result.pmid_max}" if result.pmid_min else "-")
+    table.add_row("parts", f"{result.article_parts} articles, {result.deletion_parts} deletions")
+    table.add_row("size on disk", _human_bytes(result.bytes_on_disk))
+    Console().print(table)
+
+
+@app.command()
+def verify(
+    path: StorePath,
+    as_json: AsJson = False,
+    fail_on_duplicates: Annotated[
+        bool, typer.Option(help="Exit 1 when a PMID version is stored more than once (readers dedupe them anyway).")
+    ] = False,
+) -> None:
+    """Read every part in full: unreadable parts and schema drift fail; duplicates are reported."""
+    from store.inspect import verify_store
+
+    report = verify_store(path)
+    if as_json:
+        print(json.dumps({**dataclasses.asdict(report), "ok": report.ok}, indent=2))
+    else:
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        for temp in report.leftover_temps:
+            print(f"note: temp file of an unfinished write (ignored by readers): {temp}")
+        dup = report.duplicate_pmids
+        shown = ", ".join(map(str, dup[:10])) + (" ..." if len(dup) > 10 else "")
+        print(f"duplicates: {report.duplicate_rows} extra rows over {len(dup)} PMIDs" + (f" ({shown})" if dup else ""))
+        status = "ok" if report.ok else f"FAILED ({len(report.problems)} problems)"
+        print(f"verify {report.path}: {report.parts_checked} parts read, {status}")
+    if not report.ok or (fail_on_duplicates and report.duplicate_pmids):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Appends articles and deletions to a store as Parquet parts of bounded size.
+
+Layout: ``<store>/articles/part-*.parquet`` and ``<store>/deletions/part-*.parquet``.
+Rows are validated against the schema, buffered, and every ``part_rows`` rows one part
+is written through `store.atomic`, so a closed part is always complete and readable and
+a crash loses only the rows not yet flushed. Part names carry a UTC timestamp, the
+process id and a random token, so any number of writers (processes, machines sharing a
+folder) can append to one store side by side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from store.atomic import atomic_write
+from store.schema import ARTICLE_SCHEMA, DELETION_SCHEMA, SchemaError, validate_article
+
+log = logging.getLogger(__name__)
+
+ARTICLES_DIR = "articles"
+DELETIONS_DIR = "deletions"
+DEFAULT_PART_ROWS = 10_000
+
+
+def new_part_name() -> str:
+    """A part file name that sorts by creation time and never collides with another writer's."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"part-{stamp}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
+
+
+def write_table(folder: Path, table: pa.Table) -> Path:
+    """Publish ``table`` as a new Parquet part in ``folder``; returns the part's path."""
+    path = folder / new_part_name()
+    with atomic_write(path, "wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
+    return path
+
+
+class ArticleWriter:
+    """Buffered, validated writer of article rows and deletions into one store folder."""
+
+    def __init__(self, store_path: str | os.PathLike[str], part_rows: int = DEFAULT_PART_ROWS) -> None:
+        if part_rows < 1:
+            raise ValueError(f"part_rows must be at least 1, got {part_rows}")
+        self.store_path = Path(store_path)
+        self.part_rows = part_rows
+        self._articles: list[dict[str, Any]] = []
+        self._deletions: list[dict[str, Any]] = []
+        self.parts_written: list[Path] = []
+        self.articles_written = 0
+        self.deletions_written = 0
+        (self.store_path / ARTICLES_DIR).mkdir(parents=True, exist_ok=True)
+        (self.store_path / DELETIONS_DIR).mkdir(parents=True, exist_ok=True)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Validate and buffer one article; publishes a part when the buffer is full."""
+        self._articles.append(validate_article(row))
+        if len(self._articles) >= self.part_rows:
+            self._flush_articles()
+
+    def write_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def delete(self, pmids: Iterable[int], source: str) -> None:
+        """Record DeleteCitation PMIDs; readers drop articles fetched before the deletion."""
+        now = dt.datetime.now(dt.UTC)
+        for pmid in pmids:
+            if not isinstance(pmid, int) or isinstance(pmid, bool) or pmid <= 0:
+                raise SchemaError(f"field 'pmid' of a deletion must be a positive integer, got {pmid!r}")
+            self._deletions.append({"pmid": pmid, "source": source, "deleted_at": now})
+        if len(self._deletions) >= self.part_rows:
+            self._flush_deletions()
+
+    @property
+    def pending(self) -> int:
+        """Rows buffered but not yet published."""
+        return len(self._articles) + len(self._deletions)
+
+    def flush(self) -> None:
+        """Publish everything buffered now (articles first, then deletions)."""
+        self._flush_articles()
+        self._flush_deletions()
+
+    def _flush_articles(self) -> None:
+        if not self._articles:
+            return
+        table = pa.Table.from_pylist(self._articles, schema=ARTICLE_SCHEMA)
+        self.parts_written.append(write_table(self.store_path / ARTICLES_DIR, table))
+        self.articles_written += len(self._articles)
+        log.debug("published %d articles in %s", len(self._articles), self.parts_written[-1].name)
+        self._articles = []
+
+    def _flush_deletions(self) -> None:
+        if not self._deletions:
+            return
+        table = pa.Table.from_pylist(self._deletions, schema=DELETION_SCHEMA)
+        self.parts_written.append(write_table(self.store_path / DELETIONS_DIR, table))
+        self.deletions_written += len(self._deletions)
+        self._deletions = []
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> ArticleWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Rows validated before the failure are sound: keep them.
+        self.close()
