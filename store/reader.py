@@ -99,11 +99,11 @@ def read_articles(
     table = _newest_rows(_read(iter_parts(path), ARTICLE_SCHEMA, read_columns, expr))
     deletions = _latest_deletions(path, expr)
     if deletions.num_rows and table.num_rows:
-        joined = table.join(deletions, "pmid", join_type="left outer")
-        deleted_at = joined.column("deleted_at_max")
-        live = pc.or_kleene(pc.is_null(deleted_at), pc.greater(joined.column("fetched_at"), deleted_at))
-        table = joined.filter(live).drop_columns(["deleted_at_max"])
-        table = table.take(pc.sort_indices(table, sort_keys=[("pmid", "ascending")]))
+        # Look deletions up by position: Table.join cannot carry list<struct> columns.
+        found = pc.index_in(table.column("pmid"), value_set=deletions.column("pmid"))
+        deleted_at = pc.take(deletions.column("deleted_at_max"), found)
+        live = pc.or_kleene(pc.is_null(deleted_at), pc.greater(table.column("fetched_at"), deleted_at))
+        table = table.filter(live)
     return table.select(wanted)
 
 

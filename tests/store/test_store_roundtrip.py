@@ -79,6 +79,8 @@ def test_deletions_apply_to_older_fetches_only(tmp_path: Path) -> None:
         {"pmid": 1, "title": "title 1"},
         {"pmid": 3, "title": "back"},
     ]
+    # Every column, list<struct> sections included, goes through the deletion filter.
+    assert read_articles(tmp_path).column("pmid").to_pylist() == [1, 3]
 
 
 def test_pmids_filter_and_columns(tmp_path: Path) -> None:
