@@ -1,0 +1,247 @@
+"""A small asyncio client for fetching a few thousand PMIDs outside Scrapy.
+
+`fetch_pubmed` posts batched efetch requests at most ``rate`` per second (one
+`aiolimiter.AsyncLimiter` for the whole call, paused after a 429 for its
+``Retry-After``), retries transient failures with backoff (tenacity: 429, 5xx,
+timeouts, dropped connections, truncated or malformed XML, error documents inside HTTP
+200), counts the records of every batch, asks once more for the PMIDs a batch lacked,
+and reports the rest as missing. Records are parsed by `crawler.pubmed_xml`, exactly as
+the spider and the baseline loader parse them.
+
+The NCBI API key comes from ``api_key`` or the environment (``NCBI_API_KEY``); it goes
+in the POST body only and is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from crawler.eutils_responses import EutilsError
+from crawler.pubmed_xml import MalformedXMLError, parse_efetch
+
+log = logging.getLogger(__name__)
+
+NCBI_EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
+DEFAULT_TOOL = "pubmed-pipeline"
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class TransientHTTPError(RuntimeError):
+    """An HTTP status worth retrying; ``retry_after`` is the server's wish in seconds, if any."""
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}" + (f" (Retry-After {retry_after:g} s)" if retry_after is not None else ""))
+        self.status = status
+        self.retry_after = retry_after
+
+
+class FetchError(RuntimeError):
+    """A batch still failed after every retry; the message names the batch and the last error."""
+
+
+@dataclass
+class FetchResult:
+    """Parsed article rows, and the requested PMIDs that E-utilities did not return."""
+
+    articles: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+class _Fetcher:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        rate: float,
+        form: dict[str, str],
+        max_attempts: int,
+        backoff: float,
+    ) -> None:
+        self.session = session
+        self.url = url
+        # capacity 1: requests are spaced 1/rate apart, never bursting above the rate
+        self.limiter = AsyncLimiter(1, 1.0 / rate)
+        self.form = form
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.paused_until = 0.0
+        self.retries = 0
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientHTTPError) and exc.retry_after is not None:
+            return exc.retry_after
+        return min(30.0, self.backoff * 2 ** (state.attempt_number - 1)) * (0.5 + random.random() / 2)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        self.retries += 1
+        exc = state.outcome.exception() if state.outcome else None
+        log.info("efetch attempt %d failed (%s); retrying", state.attempt_number, exc)
+
+    async def _post(self, ids: Sequence[int]) -> bytes:
+        delay = self.paused_until - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with self.limiter:
+            data = {**self.form, "id": ",".join(map(str, ids))}
+            async with self.session.post(f"{self.url}/efetch.fcgi", data=data) as response:
+                if response.status in _RETRY_STATUSES:
+                    wait = _retry_after(response.headers.get("Retry-After"))
+                    if response.status == 429:
+                        self.paused_until = max(self.paused_until, time.monotonic() + (wait or 1.0))
+                    raise TransientHTTPError(response.status, wait)
+                if response.status != 200:
+                    text = (await response.text(errors="replace"))[:200]
+                    raise FetchError(f"efetch answered HTTP {response.status}: {text.strip()}")
+                return await response.read()
+
+    async def fetch(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """One efetch batch, retried until it parses; returns its article rows."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(
+                (TransientHTTPError, aiohttp.ClientError, TimeoutError, MalformedXMLError, EutilsError)
+            ),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    body = await self._post(ids)
+                    return parse_efetch(body, source="efetch").articles
+        except (TransientHTTPError, aiohttp.ClientError, TimeoutError, MalformedXMLError, EutilsError) as exc:
+            raise FetchError(
+                f"efetch of {len(ids)} PMIDs ({ids[0]}..{ids[-1]}) failed after {self.max_attempts} attempts: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def batch(self, ids: list[int]) -> tuple[list[dict[str, Any]], list[int]]:
+        """Fetch ``ids``; PMIDs the answer lacks are asked for once more, then reported missing."""
+        rows = await self.fetch(ids)
+        wanted = set(ids)
+        rows = [r for r in rows if r["pmid"] in wanted]
+        got = {r["pmid"] for r in rows}
+        lacking = [p for p in ids if p not in got]
+        log.debug("efetch batch of %d: %d records, %d lacking", len(ids), len(got), len(lacking))
+        if lacking:
+            # once more, in smaller batches: the whole batch lacking is split in two
+            size = len(lacking) if len(lacking) < len(ids) else max(1, (len(lacking) + 1) // 2)
+            retry_set = set(lacking)
+            for i in range(0, len(lacking), size):
+                again = [r for r in await self.fetch(lacking[i : i + size]) if r["pmid"] in retry_set]
+                rows += again
+                got |= {r["pmid"] for r in again}
+            lacking = [p for p in lacking if p not in got]
+        return rows, lacking
+
+
+def _unique(pmids: Iterable[int | str]) -> list[int]:
+    out: dict[int, None] = {}
+    for pmid in pmids:
+        value = int(pmid)
+        if value <= 0:
+            raise ValueError(f"not a PMID: {pmid!r}")
+        out.setdefault(value, None)
+    return list(out)
+
+
+async def fetch_pubmed(
+    pmids: Iterable[int | str],
+    *,
+    eutils_url: str = NCBI_EUTILS,
+    rate: float | None = None,
+    batch_size: int = 200,
+    email: str | None = None,
+    tool: str = DEFAULT_TOOL,
+    api_key: str | None = None,
+    timeout: float = 30,
+    max_attempts: int = 6,
+    backoff: float = 0.5,
+    concurrency: int = 4,
+) -> FetchResult:
+    """Fetch ``pmids`` with batched efetch POSTs and parse them into store article rows.
+
+    ``rate`` defaults to 3 requests/second, or 10 when an API key is given or set in
+    ``NCBI_API_KEY``. Each batch is retried up to ``max_attempts`` times (exponential
+    backoff from ``backoff`` seconds, or the server's ``Retry-After``). A requested PMID
+    missing from its batch's answer is asked for once more in a batch of just the
+    missing ones, and listed in ``FetchResult.missing`` if it is still absent.
+    Raises `FetchError` when a batch keeps failing.
+    """
+    ids = _unique(pmids)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    key = api_key if api_key is not None else os.environ.get("NCBI_API_KEY") or None
+    if rate is None:
+        rate = 10.0 if key else 3.0
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    form = {"db": "pubmed", "retmode": "xml", "tool": tool}
+    if email:
+        form["email"] = email
+    if key:
+        form["api_key"] = key
+    result = FetchResult()
+    if not ids:
+        return result
+    batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+    started = time.perf_counter()
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(timeout=client_timeout, headers={"User-Agent": f"{tool} (aiohttp)"}) as session:
+        fetcher = _Fetcher(
+            session, eutils_url.rstrip("/"), rate=rate, form=form, max_attempts=max_attempts, backoff=backoff
+        )
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def run(batch: list[int]) -> tuple[list[dict[str, Any]], list[int]]:
+            async with gate:
+                return await fetcher.batch(batch)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(run(b)) for b in batches]
+        except BaseExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None  # the first failure; the other batches were cancelled
+        outcomes = [task.result() for task in tasks]
+    for rows, lacking in outcomes:
+        result.articles += rows
+        result.missing += lacking
+    log.info(
+        "fetched %d of %d PMIDs in %d batches (%d missing, %d retries) in %.1f s",
+        len({r["pmid"] for r in result.articles}),
+        len(ids),
+        len(batches),
+        len(result.missing),
+        fetcher.retries,
+        time.perf_counter() - started,
+    )
+    return result
+
+
+def fetch_pubmed_sync(pmids: Iterable[int | str], **kwargs: Any) -> FetchResult:
+    """`fetch_pubmed` for synchronous callers (starts and closes its own event loop)."""
+    return asyncio.run(fetch_pubmed(pmids, **kwargs))

@@ -1,0 +1,33 @@
+"""``scrapy crawl`` that checks the ``pubmed`` spider's arguments and input file before starting.
+
+A wrong combination of ``-a`` arguments is a usage error (exit 2, one line); an input
+file that cannot be read or has a bad line is a one-line error naming file and line
+(exit 1). Everything else is Scrapy's own ``crawl`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scrapy.commands.crawl import Command as ScrapyCrawl
+from scrapy.exceptions import UsageError
+
+from crawler.spiders.pubmed import InputError, PubmedSpider, choose_input, load_input
+
+
+class Command(ScrapyCrawl):
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        if args and args[0] == PubmedSpider.name:
+            try:
+                kind, value = choose_input(opts.spargs)
+            except InputError as exc:
+                raise UsageError(str(exc), print_help=False) from None
+            if kind != "query":
+                try:
+                    load_input(kind, value)
+                except InputError as exc:
+                    sys.stderr.write(f"error: {exc}\n")
+                    self.exitcode = 1
+                    return
+        super().run(args, opts)

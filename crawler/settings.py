@@ -1,0 +1,77 @@
+"""Scrapy settings of the PubMed crawl; every one can be overridden with ``-s KEY=VALUE``.
+
+The rate limiter (crawler.ratelimit), not Scrapy's delays or AutoThrottle, sets the
+pace: Scrapy may keep enough requests in flight to fill every slot the limiter grants.
+The NCBI API key is read from the ``NCBI_API_KEY`` environment variable only.
+"""
+
+import os
+
+BOT_NAME = "pubmed"
+SPIDER_MODULES = ["crawler.spiders"]
+NEWSPIDER_MODULE = "crawler.spiders"
+COMMANDS_MODULE = "crawler.commands"
+
+# E-utilities endpoint and identification (NCBI asks for tool and email).
+PUBMED_EUTILS_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
+PUBMED_TOOL = "pubmed-pipeline"
+NCBI_EMAIL = os.environ.get("NCBI_EMAIL", "")
+
+# Output store (a folder; see store/).
+PUBMED_STORE = "data/pubmed"
+
+# Requests per second for the whole crawl: NCBI allows 3, or 10 with an API key.
+PUBMED_RATE = 10.0 if os.environ.get("NCBI_API_KEY") else 3.0
+PUBMED_RATE_MARGIN = 0.01  # seconds added to each gap, against network jitter
+PUBMED_RATE_LIMITER = "crawler.ratelimit.LocalRateLimiter"
+
+# efetch batching and re-requests of PMIDs an answer lacked.
+PUBMED_BATCH_SIZE = 200
+PUBMED_FETCH_ROUNDS = 3  # the first request plus re-requests in halved batches
+PUBMED_MAX_PMID = 99_999_999  # upper end of the PMID range that large queries are split over
+
+# Writing to the store.
+PUBMED_PART_ROWS = 10_000
+PUBMED_FLUSH_ITEMS = 2_000
+PUBMED_FLUSH_SECONDS = 5.0
+
+# Progress and summary.
+PUBMED_PROGRESS_INTERVAL = 10.0  # seconds between progress log lines
+PUBMED_MISSING_SHOWN = 20  # PMIDs listed in the summary line; all go to <store>/crawl-missing.txt
+
+# Retries: bounded attempts with exponential backoff.
+RETRY_ENABLED = True
+RETRY_TIMES = 5
+RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 408, 522, 524]
+PUBMED_RETRY_BACKOFF = 0.5
+PUBMED_RETRY_BACKOFF_MAX = 30.0
+DOWNLOAD_TIMEOUT = 60
+
+# The limiter sets the pace: no Scrapy delays, no AutoThrottle, no randomized delay.
+DOWNLOAD_DELAY = 0
+DOWNLOAD_DELAY_JITTER = 0  # Scrapy >= 2.19 spelling of RANDOMIZE_DOWNLOAD_DELAY = False (which halves gaps)
+AUTOTHROTTLE_ENABLED = False
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 16
+ROBOTSTXT_OBEY = False
+COOKIES_ENABLED = False
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
+USER_AGENT = "pubmed-pipeline (Scrapy; E-utilities client)"
+
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "crawler.middlewares.EutilsRetryMiddleware": 550,
+    "crawler.ratelimit.RateLimitMiddleware": 950,
+}
+SPIDER_MIDDLEWARES = {
+    "crawler.middlewares.ParseErrorRetryMiddleware": 100,
+}
+ITEM_PIPELINES = {
+    "crawler.pipelines.StorePipeline": 300,
+}
+EXTENSIONS = {
+    "crawler.progress.CrawlProgress": 500,
+}
+
+LOG_LEVEL = "INFO"

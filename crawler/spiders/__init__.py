@@ -1,0 +1,1 @@
+"""The crawl's spiders; ``pubmed`` is the only one."""

@@ -1,0 +1,299 @@
+"""Spider ``pubmed``: fetch PubMed records by PMID list, BioASQ file or esearch query.
+
+Exactly one input::
+
+    scrapy crawl pubmed -a pmids=ids.txt         # one PMID or PubMed URL per line
+    scrapy crawl pubmed -a bioasq=training.json  # documents + snippet documents of every question
+    scrapy crawl pubmed -a query="crispr AND 2020[dp]"
+
+PMIDs already in the store (``PUBMED_STORE``) are skipped, so a rerun after a crash
+fetches only what is missing. Records are fetched with efetch POSTs of
+``PUBMED_BATCH_SIZE`` PMIDs; the records of every answer are counted and PMIDs it lacked
+are asked for again in smaller batches, up to ``PUBMED_FETCH_ROUNDS`` rounds, then
+reported as missing. A query is run with esearch; when it finds more than 9,999 PMIDs
+(the most esearch will list) it is split by PMID range, halving the range until each
+part fits, and the PMIDs collected are checked against the reported Count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import scrapy
+from scrapy.http import FormRequest, Request, Response
+from twisted.python.failure import Failure
+
+from crawler.eutils_responses import bioasq_pmids, parse_esearch, parse_pmid_line
+from crawler.pipelines import DeletedPmids
+from crawler.pubmed_xml import parse_efetch
+from store.reader import StoreError, stored_pmids
+
+log = logging.getLogger(__name__)
+
+ESEARCH_LIMIT = 9999
+USAGE = 'give exactly one of -a pmids=FILE, -a bioasq=FILE or -a query="TERM"'
+INPUTS = ("pmids", "bioasq", "query")
+
+
+class InputError(ValueError):
+    """A crawl input that cannot be used; the message names the argument, file and line."""
+
+
+def choose_input(args: dict[str, Any]) -> tuple[str, str]:
+    """The one input of a crawl as (kind, value); raises `InputError` with the usage otherwise."""
+    given = [(kind, str(args[kind])) for kind in INPUTS if args.get(kind)]
+    if len(given) != 1:
+        named = ", ".join(f"-a {kind}" for kind, _ in given) or "none"
+        raise InputError(f"{USAGE} (got {named})")
+    return given[0]
+
+
+def read_pmid_file(path: str | os.PathLike[str]) -> list[int]:
+    """PMIDs of a file with one PMID or PubMed URL per line, de-duplicated in file order."""
+    seen: dict[int, None] = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    pmid = parse_pmid_line(line)
+                except ValueError as exc:
+                    raise InputError(f"{path}:{number}: {exc}") from None
+                if pmid is not None:
+                    seen.setdefault(pmid, None)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read PMID file: {exc}") from None
+    return list(seen)
+
+
+def load_input(kind: str, value: str) -> list[int]:
+    """The PMIDs of a ``pmids`` or ``bioasq`` input; raises `InputError` naming what and where."""
+    if kind == "pmids":
+        return read_pmid_file(value)
+    if kind == "bioasq":
+        if not Path(value).is_file():
+            raise InputError(f"{value}: no such BioASQ file")
+        try:
+            return bioasq_pmids(value)
+        except (OSError, ValueError) as exc:
+            raise InputError(str(exc)) from None
+    raise InputError(f"input {kind!r} has no PMID list")
+
+
+def chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class PubmedSpider(scrapy.Spider):
+    name = "pubmed"
+    # Set from the crawl settings in from_crawler.
+    base_url: str
+    batch_size: int
+    fetch_rounds: int
+    max_pmid: int
+    store_path: str
+    common_params: dict[str, str]
+
+    def __init__(self, pmids: str | None = None, bioasq: str | None = None, query: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.input_kind, self.input_value = choose_input({"pmids": pmids, "bioasq": bioasq, "query": query})
+        self.input_ids: list[int] = [] if self.input_kind == "query" else load_input(self.input_kind, self.input_value)
+        self.requested: dict[int, None] = dict.fromkeys(self.input_ids)
+        self.skip: set[int] = set()
+        self.fetched: set[int] = set()
+        self.missing: dict[int, str] = {}
+        self.queued: list[int] = []
+        self.searches_pending = 0
+        self.search_count: int | None = None
+        self.search_problems: list[str] = []
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> PubmedSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        settings = crawler.settings
+        spider.base_url = settings.get("PUBMED_EUTILS_URL").rstrip("/")
+        spider.batch_size = max(1, settings.getint("PUBMED_BATCH_SIZE"))
+        spider.fetch_rounds = max(1, settings.getint("PUBMED_FETCH_ROUNDS"))
+        spider.max_pmid = settings.getint("PUBMED_MAX_PMID")
+        spider.store_path = settings.get("PUBMED_STORE")
+        params = {"tool": settings.get("PUBMED_TOOL"), "email": settings.get("NCBI_EMAIL")}
+        # The key comes from the environment only and travels in POST bodies, never in URLs or logs.
+        params["api_key"] = os.environ.get("NCBI_API_KEY", "")
+        spider.common_params = {k: v for k, v in params.items() if v}
+        return spider
+
+    # ------------------------------------------------------------------ requests
+
+    def _post(self, utility: str, meta: dict[str, Any], priority: int = 0, **params: str) -> FormRequest:
+        callback, errback = (
+            (self.parse_efetch, self.efetch_failed)
+            if utility == "efetch"
+            else (self.parse_esearch, self.esearch_failed)
+        )
+        return FormRequest(
+            f"{self.base_url}/{utility}.fcgi",
+            formdata={"db": "pubmed", **params, **self.common_params},
+            callback=callback,
+            errback=errback,
+            meta=meta,
+            priority=priority,
+            dont_filter=True,
+        )
+
+    def efetch(self, pmids: list[int], round_: int = 0) -> FormRequest:
+        return self._post("efetch", {"pmids": pmids, "round": round_}, id=",".join(map(str, pmids)), retmode="xml")
+
+    def esearch(self, span: tuple[int, int] | None) -> FormRequest:
+        self.searches_pending += 1
+        term = self.input_value if span is None else f"({self.input_value}) AND {span[0]}:{span[1]}[uid]"
+        # Searches go first: their PMIDs feed the efetch batches.
+        return self._post("esearch", {"span": span}, 10, term=term, retstart="0", retmax=str(ESEARCH_LIMIT))
+
+    async def start(self) -> AsyncIterator[Any]:
+        self.skip = self._stored()
+        if self.input_kind == "query":
+            yield self.esearch(None)
+            return
+        todo = [p for p in self.requested if p not in self.skip]
+        self._stat("pubmed/requested", len(self.requested))
+        self._stat("pubmed/already_stored", len(self.requested) - len(todo))
+        log.info(
+            "%s: %d PMIDs, %d already in %s, %d to fetch",
+            self.input_value,
+            len(self.requested),
+            len(self.requested) - len(todo),
+            self.store_path,
+            len(todo),
+        )
+        for batch in chunks(todo, self.batch_size):
+            yield self.efetch(batch)
+
+    def _stored(self) -> set[int]:
+        try:
+            return stored_pmids(self.store_path)
+        except StoreError:
+            return set()
+
+    def _stat(self, key: str, value: int = 1, *, set_: bool = True) -> None:
+        stats = self.crawler.stats
+        assert stats is not None
+        if set_:
+            stats.set_value(key, value)
+        else:
+            stats.inc_value(key, value)
+
+    # ------------------------------------------------------------------ efetch
+
+    def parse_efetch(self, response: Response) -> list[Any]:
+        result = parse_efetch(response.body)  # MalformedXMLError / EutilsError: retried by middleware
+        wanted: list[int] = response.meta["pmids"]
+        out: list[Any] = []
+        if result.deleted:
+            out.append(DeletedPmids(result.deleted))
+        returned: set[int] = set()
+        for row in result.articles:
+            pmid = row["pmid"]
+            returned.add(pmid)
+            if pmid not in self.fetched:
+                self.fetched.add(pmid)
+                out.append(row)
+        self._stat("pubmed/fetched", len(self.fetched))
+        lacking = [p for p in wanted if p not in returned]
+        if lacking:
+            self._stat("pubmed/short_batches", set_=False)
+            out.extend(self._fetch_again(lacking, response.meta["round"], "not returned by efetch"))
+        return out
+
+    def _fetch_again(self, pmids: Iterable[int], round_: int, reason: str) -> Iterator[Request]:
+        """Ask again for PMIDs an answer lacked, in smaller batches, until the rounds run out."""
+        pmids = [p for p in pmids if p not in self.fetched]
+        if not pmids:
+            return
+        if round_ + 1 >= self.fetch_rounds:
+            for pmid in pmids:
+                self.missing[pmid] = reason
+            self._stat("pubmed/missing", len(self.missing))
+            log.info("%d PMIDs given up after %d rounds (%s)", len(pmids), self.fetch_rounds, reason)
+            return
+        self._stat("pubmed/refetched", len(pmids), set_=False)
+        size = max(1, self.batch_size >> (round_ + 1))
+        for batch in chunks(pmids, size):
+            yield self.efetch(batch, round_ + 1)
+
+    def efetch_failed(self, failure: Failure) -> Iterator[Request]:
+        request = failure.request  # type: ignore[attr-defined]
+        return self.request_gave_up(request, failure.getErrorMessage())
+
+    def request_gave_up(self, request: Request, reason: str) -> Iterator[Request]:
+        """Retries of ``request`` ran out (called by the errbacks and the parse-error middleware)."""
+        if "pmids" in request.meta:
+            log.warning("efetch of %d PMIDs failed: %s", len(request.meta["pmids"]), reason)
+            yield from self._fetch_again(request.meta["pmids"], request.meta["round"], f"efetch failed: {reason}")
+            return
+        span = request.meta.get("span")
+        self.search_problems.append(f"esearch {span or 'query'} failed: {reason}")
+        self.searches_pending -= 1
+        yield from self._search_done()
+
+    # ------------------------------------------------------------------ esearch
+
+    def parse_esearch(self, response: Response) -> Iterator[Request]:
+        result = parse_esearch(response.body)  # EutilsError: retried by middleware
+        span: tuple[int, int] | None = response.meta["span"]
+        self.searches_pending -= 1
+        if span is None:
+            self.search_count = result.count
+            self._stat("pubmed/esearch_count", result.count)
+            log.info("esearch %r: Count %d", self.input_value, result.count)
+        if result.count > ESEARCH_LIMIT:
+            lo, hi = span or (1, self.max_pmid)
+            if lo < hi:
+                mid = (lo + hi) // 2
+                self._stat("pubmed/esearch_splits", set_=False)
+                yield self.esearch((lo, mid))
+                yield self.esearch((mid + 1, hi))
+            else:
+                self.search_problems.append(f"PMID {lo} alone matches {result.count} records")
+        else:
+            if len(result.ids) != result.count:
+                self.search_problems.append(f"range {span}: Count {result.count} but {len(result.ids)} PMIDs listed")
+            for pmid in result.ids:
+                if pmid not in self.requested:
+                    self.requested[pmid] = None
+                    if pmid not in self.skip:
+                        self.queued.append(pmid)
+            while len(self.queued) >= self.batch_size:
+                batch, self.queued = self.queued[: self.batch_size], self.queued[self.batch_size :]
+                yield self.efetch(batch)
+        yield from self._search_done()
+
+    def esearch_failed(self, failure: Failure) -> Iterator[Request]:
+        return self.request_gave_up(failure.request, failure.getErrorMessage())  # type: ignore[attr-defined]
+
+    def _search_done(self) -> Iterator[Request]:
+        if self.searches_pending > 0:
+            return
+        if self.queued:
+            batches, self.queued = list(chunks(self.queued, self.batch_size)), []
+            for batch in batches:
+                yield self.efetch(batch)
+        found = len(self.requested)
+        already = sum(1 for p in self.requested if p in self.skip)
+        self._stat("pubmed/requested", found)
+        self._stat("pubmed/already_stored", already)
+        self._stat("pubmed/esearch_ids", found)
+        if self.search_count is not None and found != self.search_count:
+            self.search_problems.append(f"esearch Count was {self.search_count} but {found} PMIDs were collected")
+        for problem in self.search_problems:
+            log.warning("%s", problem)
+        log.info(
+            "esearch %r: %d PMIDs collected (Count %s), %d already stored",
+            self.input_value,
+            found,
+            self.search_count,
+            already,
+        )
