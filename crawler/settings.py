@@ -25,6 +25,15 @@ PUBMED_RATE = 10.0 if os.environ.get("NCBI_API_KEY") else 3.0
 PUBMED_RATE_MARGIN = 0.01  # seconds added to each gap, against network jitter
 PUBMED_RATE_LIMITER = "crawler.ratelimit.LocalRateLimiter"
 
+# Distributed crawl (crawler.redis_crawl): set PUBMED_REDIS_URL (e.g. redis://host:6379/0) and
+# every process given the same input shares one request queue and one rate limit in Redis.
+PUBMED_REDIS_URL = ""
+PUBMED_REDIS_JOB = ""  # job id; default: a hash of the crawl's input
+PUBMED_REDIS_LEASE_SECONDS = 30.0  # a dead worker's requests return to the queue after this long
+PUBMED_REDIS_RATE_KEY = ""  # Redis key of the shared rate limit; default: per E-utilities host and API key
+PUBMED_REDIS_COLD_ALLOWANCE = 0.2  # seconds a process's first request (new connection) may arrive late
+PUBMED_REDIS_RATE_MARGIN = 0.03  # seconds added to the shared 1-second window against grant-to-arrival jitter
+
 # efetch batching and re-requests of PMIDs an answer lacked.
 PUBMED_BATCH_SIZE = 200
 PUBMED_FETCH_ROUNDS = 3  # the first request plus re-requests in halved batches

@@ -112,6 +112,14 @@ class PubmedSpider(scrapy.Spider):
         self.search_problems: list[str] = []
 
     @classmethod
+    def update_settings(cls, settings: Any) -> None:
+        super().update_settings(settings)
+        if settings.get("PUBMED_REDIS_URL"):  # distributed crawl: shared queue and rate limit in Redis
+            from crawler.redis_crawl import apply_distributed_settings
+
+            apply_distributed_settings(settings)
+
+    @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> PubmedSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
         settings = crawler.settings

@@ -1,0 +1,135 @@
+"""Benchmark: request rate of 1, 2 and 4 distributed crawl workers sharing one Redis rate limit.
+
+A local E-utilities server (crawler.local_eutils) allows ``--rate`` requests/second
+(429 above it). For each worker count, that many ``scrapy crawl pubmed -s
+PUBMED_REDIS_URL=...`` processes share one job; the rate achieved is measured at the
+server (requests between the first and the last arrival, process start-up excluded) and
+printed as a ratio to the allowed rate and to the named peer measured in the same run:
+one ordinary single-process crawl (in-process `LocalRateLimiter`, no Redis). Also
+printed: the most requests the server saw in any 1-second window (never above the
+rate) and the 429s received. Needs ``redis-server`` on PATH (Debian: ``apt-get install
+redis-server``). Usage::
+
+    python benchmarks/scale.py [--rate 10] [--requests 120] [--workers 1,2,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from crawler.local_eutils import LocalEutils, load_records, synthetic_pmids  # noqa: E402
+
+BATCH = 10
+
+
+def max_in_any_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    server = shutil.which("redis-server")
+    if server is None:
+        sys.exit("redis-server not found: install it with `apt-get install -y redis-server`")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = [server, "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    client.close()
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def crawl(server: LocalEutils, workers: int, pmids: list[int], work: Path, redis_url: str | None, rate: int) -> Any:
+    ids = work / "ids.txt"
+    ids.write_text("".join(f"{p}\n" for p in pmids))
+    store = work / "store"
+    settings = {
+        "PUBMED_EUTILS_URL": server.url,
+        "PUBMED_STORE": str(store),
+        "PUBMED_RATE": str(rate),
+        "PUBMED_BATCH_SIZE": str(BATCH),
+        "PUBMED_PROGRESS_INTERVAL": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    if redis_url:
+        settings["PUBMED_REDIS_URL"] = redis_url
+    command = [sys.executable, "-m", "scrapy", "crawl", "pubmed", "-a", f"pmids={ids}"]
+    for key, value in settings.items():
+        command += ["-s", f"{key}={value}"]
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    server.reset()
+    procs = [subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE) for _ in range(workers)]
+    failed = [p.communicate()[1].decode()[-1500:] for p in procs if p.wait() != 0]
+    if failed:
+        sys.exit("crawl failed:\n" + "\n".join(failed))
+    log = server.requests()
+    times = [r.time for r in log]
+    span = max(times) - min(times)
+    achieved = (len(times) - 1) / span if span > 0 else 0.0
+    return {
+        "requests": len(log),
+        "achieved": achieved,
+        "max_window": max_in_any_window(times),
+        "http_429": server.rate_limited,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rate", type=int, default=10, help="requests/second the server allows (429 above)")
+    parser.add_argument("--requests", type=int, default=120, help=f"efetch requests per job (of {BATCH} PMIDs each)")
+    parser.add_argument("--workers", default="1,2,4", help="comma list of worker counts")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.workers.split(",") if n]
+    records = load_records([REPO / "tests" / "data" / "pubmed"])
+    redis_process, redis_url = start_redis()
+    rows: list[tuple[str, dict[str, Any]]] = []
+    try:
+        with LocalEutils(records, synthesize=True, rate_limit=args.rate) as server:
+            for label, workers, url in [("peer: 1 process, local limiter", 1, None)] + [
+                (f"{n} worker(s), Redis", n, redis_url) for n in counts
+            ]:
+                pmids = synthetic_pmids(args.requests * BATCH, seed=workers + (100 if url else 0))
+                with tempfile.TemporaryDirectory() as work:
+                    rows.append((label, crawl(server, workers, pmids, Path(work), url, args.rate)))
+    finally:
+        redis_process.terminate()
+        redis_process.wait(10)
+    peer = rows[0][1]["achieved"]
+    print(f"server allows {args.rate} requests/s; {args.requests} efetch requests of {BATCH} PMIDs per job")
+    print(f"{'crawl':34} {'req/s':>7} {'of allowed':>10} {'vs peer':>8} {'max in 1 s':>10} {'429s':>5}")
+    for label, row in rows:
+        print(
+            f"{label:34} {row['achieved']:7.2f} {row['achieved'] / args.rate:10.1%} "
+            f"{row['achieved'] / peer:8.2f} {row['max_window']:10d} {row['http_429']:5d}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""A request-rate limiter shared through Redis by every crawl process on one route to NCBI.
+
+`RedisRateLimiter` implements `crawler.ratelimit.RateLimiter` for several crawl
+processes (on one or many machines behind one IP or API key): every request start is
+granted by one Lua script run atomically inside Redis, against Redis's own clock, so all
+processes together never start more than ``floor(rate)`` requests in any 1-second
+window (plus ``PUBMED_REDIS_RATE_MARGIN`` seconds: a request reaches the server some
+milliseconds after its grant, more when its process is busy parsing or writing, and the
+processes' delays differ) and never two
+closer than ``1/rate`` seconds. The state lives under one key per route
+(``PUBMED_REDIS_RATE_KEY``, by default derived from the E-utilities host and a hash of
+the API key, never the key itself):
+
+- ``<route>:starts``: sorted set of the start times of the last two seconds (a process's
+  first start is recorded ``PUBMED_REDIS_COLD_ALLOWANCE`` seconds late: it opens a new
+  connection and reaches the server later than granted);
+- ``<route>:state``: hash with ``max`` (the lowest ``PUBMED_RATE`` of any process, or a
+  lower ``X-RateLimit-Limit`` the server announced), ``rate`` (the current rate, halved
+  after each 429 and climbing back over the following answers) and ``blocked`` (a
+  ``Retry-After`` pause every process honours).
+
+Switched on by ``PUBMED_REDIS_URL`` (``PUBMED_RATE_LIMITER =
+"crawler.redis_ratelimit.RedisRateLimiter"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import time
+from itertools import count
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy.exceptions import NotConfigured
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from scrapy.settings import BaseSettings
+
+log = logging.getLogger(__name__)
+
+STATE_TTL_S = 3600  # the shared state is dropped after an hour without requests
+
+# KEYS: starts, state. ARGV: wanted rate, margin, member, ttl, allowance (seconds the start is recorded later).
+# Returns "0" when granted, else the seconds to wait (as a string: Lua numbers would be truncated).
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local want = tonumber(ARGV[1])
+local margin = tonumber(ARGV[2])
+local maxr = tonumber(redis.call('HGET', KEYS[2], 'max') or want)
+if want < maxr then maxr = want end
+local rate = tonumber(redis.call('HGET', KEYS[2], 'rate') or maxr)
+if rate > maxr then rate = maxr end
+local at = now
+local blocked = tonumber(redis.call('HGET', KEYS[2], 'blocked') or 0)
+if blocked > at then at = blocked end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 2.0 - margin)
+local last = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #last > 0 then
+  local gap = tonumber(last[2]) + 1.0 / rate
+  if gap > at then at = gap end
+end
+local n = math.floor(rate)
+if n < 1 then n = 1 end
+local nth = redis.call('ZREVRANGE', KEYS[1], n - 1, n - 1, 'WITHSCORES')
+if #nth > 0 then
+  local w = tonumber(nth[2]) + 1.0 + margin
+  if w > at then at = w end
+end
+redis.call('HSET', KEYS[2], 'max', tostring(maxr), 'rate', tostring(rate))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+if at > now then
+  return tostring(at - now)
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return '0'
+"""
+
+# KEYS: state. ARGV: pause seconds, configured rate. Returns the new rate.
+_PENALISE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local maxr = tonumber(redis.call('HGET', KEYS[1], 'max') or ARGV[2])
+local rate = tonumber(redis.call('HGET', KEYS[1], 'rate') or maxr)
+local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked') or 0)
+local until_ = now + tonumber(ARGV[1])
+if until_ > blocked then blocked = until_ end
+rate = math.max(maxr / 8.0, rate / 2.0)
+redis.call('HSET', KEYS[1], 'max', tostring(maxr), 'rate', tostring(rate), 'blocked', tostring(blocked))
+redis.call('HINCRBY', KEYS[1], 'penalties', 1)
+return tostring(rate)
+"""
+
+# KEYS: state. ARGV: announced limit (0: none), recover_after, configured rate. Returns the new rate.
+_OBSERVE = """
+local maxr = tonumber(redis.call('HGET', KEYS[1], 'max') or ARGV[3])
+local limit = tonumber(ARGV[1])
+if limit > 0 and limit < maxr then maxr = limit end
+local rate = tonumber(redis.call('HGET', KEYS[1], 'rate') or maxr)
+if rate < maxr then rate = math.min(maxr, rate + maxr / tonumber(ARGV[2])) end
+if rate > maxr then rate = maxr end
+redis.call('HSET', KEYS[1], 'max', tostring(maxr), 'rate', tostring(rate))
+return tostring(rate)
+"""
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def connect(url: str) -> Redis:
+    """A Redis client for ``url``, checked with PING; raises `RuntimeError` naming the (redacted) URL."""
+    import redis
+
+    client: Redis = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10, health_check_interval=30)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RuntimeError(f"cannot reach Redis at {redacted(url)} (PUBMED_REDIS_URL): {exc}") from None
+    return client
+
+
+def route_key(settings: BaseSettings) -> str:
+    """The Redis key prefix of this crawl's route to NCBI: eutils host plus a hash of the API key, if any."""
+    explicit = settings.get("PUBMED_REDIS_RATE_KEY")
+    if explicit:
+        return str(explicit)
+    host = urlsplit(settings.get("PUBMED_EUTILS_URL")).netloc or "eutils"
+    api_key = os.environ.get("NCBI_API_KEY", "")
+    who = hashlib.sha256(api_key.encode()).hexdigest()[:12] if api_key else "ip"
+    return f"pubmed:rate:{host}:{who}"
+
+
+class RedisRateLimiter:
+    """`RateLimiter` whose budget is shared, through Redis, by every process on the same route."""
+
+    def __init__(
+        self,
+        client: Redis,
+        key: str,
+        rate: float,
+        *,
+        margin: float = 0.01,
+        recover_after: int = 10,
+        max_wait: float = 1.0,
+        cold_allowance: float = 0.2,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        self.client = client
+        self.key = key
+        self.max_rate = float(rate)
+        self.rate = float(rate)
+        self.margin = margin
+        self.recover_after = max(1, recover_after)
+        self.max_wait = max_wait
+        self.cold_allowance = cold_allowance
+        self.granted = 0
+        self.penalties = 0
+        self._starts_key = f"{key}:starts"
+        self._state_key = f"{key}:state"
+        self._member = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._numbers = count()
+        self._acquire = client.register_script(_ACQUIRE)
+        self._penalise = client.register_script(_PENALISE)
+        self._observe = client.register_script(_OBSERVE)
+        self._lock: asyncio.Lock | None = None
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> RedisRateLimiter:
+        url = settings.get("PUBMED_REDIS_URL")
+        if not url:
+            raise NotConfigured("PUBMED_REDIS_URL is not set")
+        key = route_key(settings)
+        limiter = cls(
+            connect(url),
+            key,
+            settings.getfloat("PUBMED_RATE"),
+            margin=settings.getfloat("PUBMED_REDIS_RATE_MARGIN", 0.03),
+            cold_allowance=settings.getfloat("PUBMED_REDIS_COLD_ALLOWANCE", 0.2),
+        )
+        log.info("rate limit %.2f requests/s shared through Redis %s under %s", limiter.max_rate, redacted(url), key)
+        return limiter
+
+    def try_acquire(self) -> float:
+        """One attempt: 0.0 when a start was granted now, else the seconds to wait before trying again."""
+        member = f"{self._member}-{next(self._numbers)}"
+        keys = [self._starts_key, self._state_key]
+        # A process's first request opens a new connection (TLS to NCBI) and reaches the server later than
+        # granted; it is recorded ``cold_allowance`` seconds late so that warm requests cannot crowd it.
+        allowance = self.cold_allowance if self.granted == 0 else 0.0
+        args: list[str | int] = [repr(self.max_rate), repr(self.margin), member, STATE_TTL_S, repr(allowance)]
+        wait = float(self._acquire(keys=keys, args=args))
+        if wait <= 0:
+            self.granted += 1
+        return wait
+
+    async def acquire(self) -> float:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            while True:
+                wait = self.try_acquire()
+                if wait <= 0:
+                    return time.monotonic()
+                await asyncio.sleep(min(wait, self.max_wait))
+
+    def penalise(self, retry_after: float | None) -> None:
+        pause = 1.0 if retry_after is None else max(0.0, retry_after)
+        self.rate = float(self._penalise(keys=[self._state_key], args=[repr(pause), repr(self.max_rate)]))
+        self.penalties += 1
+        log.info("HTTP 429: every process pauses %.1f s, shared rate now %.2f requests/s", pause, self.rate)
+
+    def observe(self, limit: int | None, remaining: int | None, sent_at: float | None) -> None:
+        announced = limit if limit is not None and limit > 0 else 0
+        if announced and announced < self.max_rate:
+            log.info("server allows %d requests/s; lowering the shared rate from %.2f", announced, self.max_rate)
+            self.max_rate = float(announced)
+        self.rate = float(
+            self._observe(keys=[self._state_key], args=[announced, self.recover_after, repr(self.max_rate)])
+        )
+
+    def shared_state(self) -> dict[str, Any]:
+        """The route's shared state (max, rate, blocked, penalties) as Redis holds it."""
+        raw = self.client.hgetall(self._state_key)
+        return {
+            k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v for k, v in raw.items()
+        }
