@@ -1,0 +1,159 @@
+"""The ``indexer`` command: ``rebuild``, ``search`` and ``verify`` over plain functions.
+
+Exit 0 on success, 1 on a pipeline error (one line on stderr naming what and where),
+2 on bad usage. Heavy libraries are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(
+    help="Embed the article store into a sharded FAISS index, search it, verify it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="Article store folder [default: data/pubmed].")]
+IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder [default: data/index].")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline.toml to read [indexer] from.")]
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _config(path: Path | None, overrides: dict[str, Any]) -> Any:
+    from indexer.config import load_indexer_config
+    from store.config import ConfigError
+
+    try:
+        return load_indexer_config(path, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from indexer.errors import IndexerError
+    from store.config import ConfigError
+    from store.reader import StoreError
+
+    return (IndexerError, StoreError, ConfigError, ValueError)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@app.command()
+def rebuild(
+    store: StoreOpt = None,
+    index: IndexOpt = None,
+    model: Annotated[str | None, typer.Option(help="Model: Hugging Face id or local folder.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    factory: Annotated[str | None, typer.Option(help="auto or a FAISS factory string.")] = None,
+    shard_size: Annotated[int | None, typer.Option("--shard-size", help="PMID range width per shard.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Chunks per embedding batch.")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="Fix nprobe instead of tuning it.")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Rebuild every shard and retrain.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Bring the index up to date with the store (incremental; resumes a killed run)."""
+    _setup_logging()
+    if device is not None and device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
+    overrides = {
+        "store": store,
+        "index": index,
+        "model": model,
+        "device": device,
+        "factory": factory,
+        "shard_size": shard_size,
+        "batch_size": batch_size,
+        "nprobe": nprobe,
+        "full": full or None,
+    }
+    cfg = _config(config, overrides)
+    from indexer.build import rebuild as run_rebuild
+
+    try:
+        summary = run_rebuild(cfg)
+    except _errors() as exc:
+        _fail(str(exc))
+    if summary.reasons and summary.full:
+        typer.echo(f"full rebuild: {'; '.join(summary.reasons)}", err=True)
+    typer.echo(summary.line())
+
+
+@app.command()
+def search(
+    question: Annotated[str, typer.Argument(help="The question or text to search for.")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Hits to return.")] = 10,
+    pmids: Annotated[str | None, typer.Option(help="Comma-separated PMIDs to search within.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
+    index: IndexOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the chunks nearest to a question."""
+    _setup_logging()
+    wanted: list[int] | None = None
+    if pmids is not None:
+        try:
+            wanted = [int(p) for p in pmids.split(",") if p.strip()]
+        except ValueError:
+            raise typer.BadParameter("must be comma-separated integers", param_hint="--pmids") from None
+    cfg = _config(config, {"index": index})
+    from indexer.search import open_index
+
+    try:
+        hits = open_index(cfg.index).search(question, k=k, pmids=wanted)[0]
+    except _errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps([hit.__dict__ for hit in hits], ensure_ascii=False, indent=2))
+        return
+    for rank, hit in enumerate(hits, 1):
+        text = " ".join(hit.text.split())
+        typer.echo(f"{rank:>3}. {hit.score:.3f}  pmid {hit.pmid} chunk {hit.chunk}  {text[:160]}")
+    typer.echo(f"{len(hits)} hits from {cfg.index}", err=True)
+
+
+@app.command()
+def verify(
+    store: StoreOpt = None,
+    index: IndexOpt = None,
+    queries: Annotated[int, typer.Option(min=1, help="Sampled queries for recall@10.")] = 200,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Skip the comparison with the store.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Check checksums, counts against the store, and recall@10 against exact search."""
+    _setup_logging()
+    cfg = _config(config, {"store": store, "index": index})
+    from indexer.verify import verify_index
+
+    try:
+        report = verify_index(cfg.index, None if no_store else cfg.store, queries)
+    except _errors() as exc:
+        _fail(str(exc))
+    for problem in report.problems[1:]:
+        typer.echo(f"problem: {problem}", err=True)
+    if not report.ok:
+        _fail(report.line())
+    typer.echo(report.line())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

