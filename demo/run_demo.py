@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crawler.local_eutils import LocalEutils, load_records  # noqa: E402
-
 from demo.pubmedqa_xml import build  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -65,16 +64,39 @@ def run(out: Path, sample: Path, limit: int | None, max_steps: int | None) -> Pa
         print(f"local E-utilities server at {server.url} (3 requests/second, like NCBI without a key)")
         _step(
             "crawl",
-            [_tool("scrapy"), "crawl", "pubmed", "-a", f"pmids={pmids}", "-s", f"PUBMED_EUTILS_URL={server.url}",
-             "-s", f"PUBMED_STORE={store}", "-s", "PUBMED_RATE=3", "-s", "LOG_LEVEL=WARNING"],
+            [
+                _tool("scrapy"),
+                "crawl",
+                "pubmed",
+                "-a",
+                f"pmids={pmids}",
+                "-s",
+                f"PUBMED_EUTILS_URL={server.url}",
+                "-s",
+                f"PUBMED_STORE={store}",
+                "-s",
+                "PUBMED_RATE=3",
+                "-s",
+                "LOG_LEVEL=WARNING",
+            ],
         )
     _step("store stats", [_tool("store"), "stats", str(store)])
     _step("index", [_tool("indexer"), "rebuild", "--store", str(store), "--index", str(index)])
     _step("verify index", [_tool("indexer"), "verify", "--store", str(store), "--index", str(index), "--queries", "50"])
     _step(
         "splits",
-        [_tool("trainer"), "splits", "--pubmedqa", str(questions), "--index", str(index), "--out", str(splits),
-         "--seed", "13"],
+        [
+            _tool("trainer"),
+            "splits",
+            "--pubmedqa",
+            str(questions),
+            "--index",
+            str(index),
+            "--out",
+            str(splits),
+            "--seed",
+            "13",
+        ],
     )
     fit = [_tool("trainer"), "fit", "--splits", str(splits), "--out", str(run_dir), "--seed", "13"]
     if max_steps is not None:
