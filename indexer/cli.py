@@ -148,7 +148,24 @@ def verify(
         typer.echo(f"problem: {problem}", err=True)
     if not report.ok:
         _fail(report.line())
+    _print_verify_table(report, cfg.index)
     typer.echo(report.line())
+
+
+def _print_verify_table(report: Any, index: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"index {index}", show_header=False)
+    table.add_row("shards", f"{report.shards:,}")
+    table.add_row("vectors", f"{report.vectors:,}")
+    table.add_row("articles", f"{report.articles:,}")
+    if report.store_articles is not None:
+        table.add_row("store articles", f"{report.store_articles:,}")
+        table.add_row("  missing / extra / stale", f"{report.missing:,} / {report.extra:,} / {report.stale:,}")
+    if report.recall is not None:
+        table.add_row("recall@10 vs exact", f"{report.recall:.3f} (nprobe {report.nprobe})")
+    Console().print(table)
 
 
 def main() -> None:
