@@ -28,19 +28,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from crawler.local_eutils import LocalEutils, load_records, synthetic_pmids  # noqa: E402
+from crawler.local_eutils import LocalEutils, load_records, max_in_any_window, synthetic_pmids  # noqa: E402
 
 BATCH = 10
-
-
-def max_in_any_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:

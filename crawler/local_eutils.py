@@ -492,6 +492,17 @@ def _xml_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def max_in_any_window(times: Iterable[float], window: float = 1.0) -> int:
+    """The most requests that arrived within any half-open window of ``window`` seconds."""
+    ordered = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(ordered):
+        while ordered[lo] <= t - window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
 def synthetic_pmids(count: int, seed: int = 0, high: int = 39_000_000) -> list[int]:
     """``count`` distinct PMIDs drawn from 1..``high``, sorted (for synthetic queries/benchmarks)."""
     return sorted(random.Random(seed).sample(range(1, high + 1), count))

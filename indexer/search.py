@@ -152,6 +152,10 @@ class Index:
     def __len__(self) -> int:
         return self.shards.ntotal
 
+    def pmids(self) -> set[int]:
+        """PMIDs that have at least one chunk in the index."""
+        return {int(p) for p in np.unique(self.shards.sorted_ids >> 8).tolist()}
+
     def search(
         self,
         queries: list[str] | str,

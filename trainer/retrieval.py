@@ -50,12 +50,6 @@ class Retrieval:
         }
 
 
-def _indexed_pmids(index: Any) -> set[int]:
-    """PMIDs that have at least one chunk in the index (ids are pmid << 8 | chunk)."""
-    sorted_ids = index.shards.sorted_ids
-    return {int(p) for p in set((sorted_ids >> 8).tolist())}
-
-
 def _fetch_into_store(pmids: list[int], cfg: TrainerConfig, manifest_model: str) -> int:
     """Fetch ``pmids`` online, write them to the store and bring the index up to date; returns rows written."""
     from crawler.client import fetch_pubmed_sync
@@ -88,12 +82,12 @@ def retrieve(questions: Sequence[Question], cfg: TrainerConfig) -> Retrieval:
 
     try:
         index = open_index(cfg.index)
-        indexed = _indexed_pmids(index)
+        indexed = index.pmids()
         wanted = sorted({p for q in questions for p in q.documents} - indexed)
         if wanted and cfg.fetch_missing:
             out.fetched = _fetch_into_store(wanted, cfg, index.manifest.model)
             index = open_index(cfg.index)
-            indexed = _indexed_pmids(index)
+            indexed = index.pmids()
         out.corpus = f"{cfg.index} ({len(indexed)} articles, model {index.manifest.model})"
         asked = [q for q in questions if indexed.intersection(q.documents)]
         if asked:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 from crawl_helpers import REPO, crawl_command, crawl_env, raw_pmids, write_ids
-from test_spider_faults import max_in_any_window
 
-from crawler.local_eutils import LocalEutils, synthetic_pmids
+from crawler.local_eutils import LocalEutils, max_in_any_window, synthetic_pmids
 from store.reader import read_articles
 
 RATE = 3

@@ -8,18 +8,7 @@ import time
 
 from crawl_helpers import REPO, crawl_command, crawl_env, raw_pmids, summary, write_ids
 
-from crawler.local_eutils import LocalEutils, synthetic_pmids
-
-
-def max_in_any_window(times: list[float], window: float = 1.0) -> int:
-    """The most requests that arrived within any half-open window of ``window`` seconds."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
+from crawler.local_eutils import LocalEutils, max_in_any_window, synthetic_pmids
 
 
 def test_injected_429_pauses_for_retry_after_and_the_rate_is_never_exceeded(eutils, crawl, records, tmp_path):
