@@ -1,4 +1,6 @@
-"""Benchmark: request rate of 1, 2 and 4 distributed crawl workers sharing one Redis rate limit.
+"""Benchmark: distributed crawl rate on Redis, and the Ray index engine's embedding throughput.
+
+Part 1, crawl: request rate of 1, 2 and 4 crawl workers sharing one Redis rate limit.
 
 A local E-utilities server (crawler.local_eutils) allows ``--rate`` requests/second
 (429 above it). For each worker count, that many ``scrapy crawl pubmed -s
@@ -8,9 +10,16 @@ printed as a ratio to the allowed rate and to the named peer measured in the sam
 one ordinary single-process crawl (in-process `LocalRateLimiter`, no Redis). Also
 printed: the most requests the server saw in any 1-second window (never above the
 rate) and the 429s received. Needs ``redis-server`` on PATH (Debian: ``apt-get install
-redis-server``). Usage::
+redis-server``).
+
+Part 2, embedding: chunks/second of the Ray engine's actor pool (a local Ray cluster
+on this machine's cores, one model copy per actor) against the local engine's
+`Embedder` in this process, on the same chunks of ``--embed-abstracts`` abstracts,
+in interleaved rounds after both are warm; printed as the Ray engine's overhead
+(target: at most 15%). Ray's start-up is timed separately. Usage::
 
     python benchmarks/scale.py [--rate 10] [--requests 120] [--workers 1,2,4]
+                               [--embed-abstracts 1500] [--skip crawl|embedding]
 """
 
 from __future__ import annotations
@@ -90,12 +99,65 @@ def crawl(server: LocalEutils, workers: int, pmids: list[int], work: Path, redis
     }
 
 
+def bench_ray_embedding(n_abstracts: int, rounds: int = 4) -> None:
+    """Local `Embedder.encode` against `RayEngine.encode` on the same chunks, alternating."""
+    import numpy as np
+
+    from benchmarks.index import synthetic_abstracts
+    from indexer.chunking import Chunker
+    from indexer.config import IndexerConfig
+    from indexer.embedding import Embedder
+    from indexer.ray_engine import RayEngine
+
+    local = Embedder("default", device="cpu")
+    chunker = Chunker(local.count_tokens, local.max_seq_length, 48)
+    abstracts = synthetic_abstracts(n_abstracts, seed=3)
+    texts = [c.text for i, (title, text) in enumerate(abstracts) for c in chunker.chunk(i, title, text)]
+    cfg = IndexerConfig(engine="ray", device="cpu")
+    started = time.perf_counter()
+    with RayEngine(cfg) as engine:
+        engine.start_actors()
+        engine.encode(texts[:64], None)
+        ray_start = time.perf_counter() - started
+        local.encode(texts[:64])
+        slices = np.array_split(np.random.default_rng(0).permutation(len(texts)), rounds)
+        seconds = {"local": 0.0, "ray": 0.0}
+        cosine = 1.0
+        for n, rows in enumerate(slices):
+            batch = [texts[i] for i in rows]
+            runs = [("local", lambda b=batch: local.encode(b)), ("ray", lambda b=batch: engine.encode(b, None))]
+            out = {}
+            for name, fn in runs if n % 2 == 0 else runs[::-1]:
+                t0 = time.perf_counter()
+                out[name] = fn()
+                seconds[name] += time.perf_counter() - t0
+            cosine = min(cosine, float((out["local"] * out["ray"]).sum(axis=1).min()))
+        actors = len(engine.actors)
+    local_rate, ray_rate = len(texts) / seconds["local"], len(texts) / seconds["ray"]
+    print(f"embedding: {len(texts)} chunks of {n_abstracts} abstracts, {rounds} interleaved rounds")
+    print(f"  peer: local engine, one process:           {local_rate:8.1f} chunks/s")
+    print(f"  Ray engine, {actors} CPU actor(s) of {cfg.ray_actor_cpus} CPU: {ray_rate:8.1f} chunks/s")
+    print(
+        f"  Ray overhead: {1 - ray_rate / local_rate:+.1%} (target at most 15%); Ray start-up and actors' model "
+        f"load {ray_start:.1f} s, once per rebuild; min cosine to local vectors {cosine:.5f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rate", type=int, default=10, help="requests/second the server allows (429 above)")
     parser.add_argument("--requests", type=int, default=120, help=f"efetch requests per job (of {BATCH} PMIDs each)")
     parser.add_argument("--workers", default="1,2,4", help="comma list of worker counts")
+    parser.add_argument("--embed-abstracts", type=int, default=1500, help="abstracts chunked for the embedding part")
+    parser.add_argument("--skip", action="append", default=[], choices=["crawl", "embedding"], help="skip a part")
     args = parser.parse_args()
+    if "crawl" not in args.skip:
+        bench_crawl(args)
+    if "embedding" not in args.skip:
+        bench_ray_embedding(args.embed_abstracts)
+
+
+def bench_crawl(args: argparse.Namespace) -> None:
     counts = [int(n) for n in args.workers.split(",") if n]
     records = load_records([REPO / "tests" / "data" / "pubmed"])
     redis_process, redis_url = start_redis()

@@ -16,8 +16,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ from indexer.shards import (
 )
 from store.atomic import atomic_write_bytes, is_temp_name, remove_stale_temps
 from store.config import write_resolved_config
-from store.reader import read_articles
+from store.reader import PartsReader, read_articles
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +203,9 @@ class _Articles:
     shards: np.ndarray
 
 
-def _live_articles(store: Path) -> pa.Table:
+def _live_articles(store: Path, read_parts: PartsReader | None = None) -> pa.Table:
     """pmid, title, abstract of live articles that have some text; EmptyStoreError when none."""
-    table = read_articles(store, columns=["title", "abstract"])
+    table = read_articles(store, columns=["title", "abstract"], read_parts=read_parts)
     has_text = pc.or_(
         pc.greater(pc.utf8_length(pc.fill_null(table.column("title"), "")), 0),
         pc.greater(pc.utf8_length(pc.fill_null(table.column("abstract"), "")), 0),
@@ -253,23 +253,57 @@ def _progress_enabled(cfg: IndexerConfig) -> bool:
     return cfg.progress if cfg.progress is not None else sys.stderr.isatty()
 
 
+Pending = Callable[[], ShardEntry]
+"""A shard being written; calling it waits for the finished entry."""
+
+
+def _add_and_write(
+    index_dir: Path,
+    number: int,
+    digest: str,
+    index: Any,
+    vectors: np.ndarray,
+    table: pa.Table,
+    use_gpu: bool,
+    progress: Callable[[int], Any],
+) -> Pending:
+    """The local engine: fill and write the shard here and now."""
+    index = add_vectors(index, vectors, table.column("id").to_numpy(), use_gpu, progress)
+    entry = write_shard(index_dir, number, digest, index, table)
+    return lambda: entry
+
+
 def rebuild(cfg: IndexerConfig, embedder: Embedder | None = None) -> RebuildSummary:
     """Bring the index at ``cfg.index`` up to date with the store at ``cfg.store``."""
     summary = RebuildSummary()
-    with _timer(summary):
+    engine: Any = None
+    scope: AbstractContextManager[Any] = nullcontext()
+    if cfg.engine == "ray":
+        from indexer.ray_engine import RayEngine
+
+        engine = scope = RayEngine(cfg)
+    with _timer(summary), scope:
         index_dir = Path(cfg.index)
         old = read_manifest(index_dir)
-        table = _live_articles(Path(cfg.store))
-        _Rebuild(cfg, old, embedder, summary).run(table)
+        table = _live_articles(Path(cfg.store), engine.read_parts if engine else None)
+        if engine is not None and embedder is None:
+            embedder = engine.embedder()
+        _Rebuild(cfg, old, embedder, summary, engine).run(table)
     log.info(summary.line())
     return summary
 
 
 class _Rebuild:
     def __init__(
-        self, cfg: IndexerConfig, old: Manifest | None, embedder: Embedder | None, summary: RebuildSummary
+        self,
+        cfg: IndexerConfig,
+        old: Manifest | None,
+        embedder: Embedder | None,
+        summary: RebuildSummary,
+        engine: Any = None,
     ) -> None:
         self.cfg = cfg
+        self.engine = engine
         self.summary = summary
         self.index_dir = Path(cfg.index)
         self.old = old
@@ -419,7 +453,7 @@ class _Rebuild:
             f"shard_size={cfg.shard_size}",
             self._generation(),
         ]
-        entries: list[ShardEntry] = []
+        entries: list[ShardEntry | Pending] = []
         pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
         for number in shard_numbers.tolist():
             rows = np.flatnonzero(arts.shards == number)
@@ -447,13 +481,21 @@ class _Rebuild:
             index = _clone(trained) if trained is not None else new_index(factory, self.embedder.dim)
             bars.adding.total += len(vectors)
             bars.adding.refresh()
-            index = add_vectors(index, vectors, table.column("id").to_numpy(), self.use_gpu, bars.adding.update)
-            entries.append(write_shard(self.index_dir, number, digest, index, table))
+            if self.engine is not None:
+                pending = self.engine.add_and_write(
+                    self.index_dir, number, digest, index, vectors, table, bars.adding.update
+                )
+            else:
+                pending = _add_and_write(
+                    self.index_dir, number, digest, index, vectors, table, self.use_gpu, bars.adding.update
+                )
+            entries.append(pending)
             summary.shards_written += 1
             summary.vectors += table.num_rows
             if pause:
                 time.sleep(pause)
-        summary.shards_removed = len({e.number for e in old.shards} - {e.number for e in entries}) if old else 0
+        done = [e if isinstance(e, ShardEntry) else e() for e in entries]
+        summary.shards_removed = len({e.number for e in old.shards} - {e.number for e in done}) if old else 0
         manifest = Manifest(
             model=self.model_id,
             dim=self.embedder.dim,
@@ -462,7 +504,7 @@ class _Rebuild:
             factory=factory,
             factory_auto=factory_auto,
             shard_size=cfg.shard_size,
-            shards=entries,
+            shards=done,
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             store=str(cfg.store),
             **trained_meta,

@@ -65,12 +65,20 @@ def rebuild(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Chunks per embedding batch.")] = None,
     nprobe: Annotated[int | None, typer.Option(help="Fix nprobe instead of tuning it.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Rebuild every shard and retrain.")] = False,
+    engine: Annotated[
+        str | None, typer.Option(help="local (default) or ray: read, embed and write shards on a Ray cluster.")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray cluster to join; default: start a local one.")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Bring the index up to date with the store (incremental; resumes a killed run)."""
     _setup_logging()
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
+    if engine is not None and engine not in ("local", "ray"):
+        raise typer.BadParameter("must be local or ray", param_hint="--engine")
     overrides = {
         "store": store,
         "index": index,
@@ -81,6 +89,8 @@ def rebuild(
         "batch_size": batch_size,
         "nprobe": nprobe,
         "full": full or None,
+        "engine": engine,
+        "ray_address": ray_address,
     }
     cfg = _config(config, overrides)
     from indexer.build import rebuild as run_rebuild

@@ -76,6 +76,21 @@ class IndexerConfig(StageConfig):
     cache_every: int = Field(
         default=2048, gt=0, description="Embedded chunks per cache file, so a killed rebuild does not redo them."
     )
+    engine: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where rebuild runs: local (this process) or ray (a Ray cluster reads the store, embeds "
+        "with one model copy per actor and writes the shards; same files as local).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster to join (e.g. ray://head:10001 or auto); default: RAY_ADDRESS, else start "
+        "a local cluster for this run.",
+    )
+    ray_actors: int | None = Field(
+        default=None, gt=0, description="Embedding actors; default: one per GPU, else CPUs // ray_actor_cpus."
+    )
+    ray_actor_cpus: int = Field(default=1, gt=0, description="CPUs (and torch threads) per CPU embedding actor.")
+    ray_batch: int = Field(default=512, gt=0, description="Chunks sent to an actor per call.")
     full: bool = Field(default=False, description="Rebuild every shard and retrain, even when nothing changed.")
     progress: bool | None = Field(default=None, description="Progress bars; default: only when stderr is a TTY.")
 

@@ -9,7 +9,7 @@ work are never read.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,10 @@ from store.schema import ARTICLE_SCHEMA, DELETION_SCHEMA
 from store.writer import ARTICLES_DIR, DELETIONS_DIR
 
 _KEY_COLUMNS = ("pmid", "version", "fetched_at")
+
+
+PartsReader = Callable[[Sequence[Path], list[str]], pa.Table]
+"""Reads the given columns of article parts into one table (e.g. in parallel on a cluster)."""
 
 
 class StoreError(RuntimeError):
@@ -83,11 +87,13 @@ def read_articles(
     store_path: str | os.PathLike[str],
     columns: Iterable[str] | None = None,
     pmids: Iterable[int] | None = None,
+    read_parts: PartsReader | None = None,
 ) -> pa.Table:
     """The live articles of a store, one row per PMID, sorted by PMID.
 
     ``columns`` selects fields (``pmid`` is always included, first); ``pmids`` restricts
-    the read to those articles.
+    the read to those articles. ``read_parts`` replaces the local read of the article
+    parts (not with ``pmids``); newest-wins and deletions are applied here either way.
     """
     path = check_store(store_path)
     wanted = list(ARTICLE_SCHEMA.names) if columns is None else list(dict.fromkeys(["pmid", *columns]))
@@ -96,7 +102,11 @@ def read_articles(
         raise StoreError(f"{path}: unknown article column {unknown[0]!r}")
     expr = None if pmids is None else pc.field("pmid").isin(pa.array(sorted(set(pmids)), pa.int64()))
     read_columns = list(dict.fromkeys([*wanted, *_KEY_COLUMNS]))
-    table = _newest_rows(_read(iter_parts(path), ARTICLE_SCHEMA, read_columns, expr))
+    if read_parts is not None and pmids is None:
+        rows = read_parts(iter_parts(path), read_columns).select(read_columns)
+    else:
+        rows = _read(iter_parts(path), ARTICLE_SCHEMA, read_columns, expr)
+    table = _newest_rows(rows)
     deletions = _latest_deletions(path, expr)
     if deletions.num_rows and table.num_rows:
         # Look deletions up by position: Table.join cannot carry list<struct> columns.
