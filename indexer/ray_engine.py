@@ -68,6 +68,7 @@ class RayEngine:
         self._started = False
         self.actors: list[Any] = []
         self._next_writer = 0
+        self._writing: list[Any] = []
 
     def __enter__(self) -> RayEngine:
         ray = self.ray
@@ -180,6 +181,10 @@ class RayEngine:
         actor = self.actors[self._next_writer % len(self.actors)]
         self._next_writer += 1
         ref = actor.write_shard.remote(str(index_dir), number, digest, faiss.serialize_index(index), vectors, table)
+        # At most one shard per actor in flight: each holds its vectors in the object store.
+        self._writing.append(ref)
+        if len(self._writing) > len(self.actors):
+            _, self._writing = self.ray.wait(self._writing, num_returns=len(self._writing) - len(self.actors))
 
         def wait() -> ShardEntry:
             try:
