@@ -307,7 +307,9 @@ class _Rebuild:
         self.summary = summary
         self.index_dir = Path(cfg.index)
         self.old = old
-        self.embedder = embedder or Embedder(cfg.model, cfg.device, cfg.batch_size, cfg.threads, cfg.batch_tokens)
+        self.embedder = embedder or Embedder(
+            cfg.model, cfg.device, cfg.batch_size, cfg.threads, cfg.batch_tokens, cfg.precision
+        )
         if cfg.threads:
             import faiss
 

@@ -60,6 +60,10 @@ def rebuild(
     index: IndexOpt = None,
     model: Annotated[str | None, typer.Option(help="Model: Hugging Face id or local folder.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32, bf16 or fp16."),
+    ] = None,
     factory: Annotated[str | None, typer.Option(help="auto or a FAISS factory string.")] = None,
     shard_size: Annotated[int | None, typer.Option("--shard-size", help="PMID range width per shard.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Chunks per embedding batch.")] = None,
@@ -77,6 +81,8 @@ def rebuild(
     _setup_logging()
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
+    if precision is not None and precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise typer.BadParameter("must be auto, fp32, bf16 or fp16", param_hint="--precision")
     if engine is not None and engine not in ("local", "ray"):
         raise typer.BadParameter("must be local or ray", param_hint="--engine")
     overrides = {
@@ -84,6 +90,7 @@ def rebuild(
         "index": index,
         "model": model,
         "device": device,
+        "precision": precision,
         "factory": factory,
         "shard_size": shard_size,
         "batch_size": batch_size,

