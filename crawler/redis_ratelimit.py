@@ -2,22 +2,24 @@
 
 `RedisRateLimiter` implements `crawler.ratelimit.RateLimiter` for several crawl
 processes (on one or many machines behind one IP or API key): every request start is
-granted by one Lua script run atomically inside Redis, against Redis's own clock, so all
-processes together never start more than ``floor(rate)`` requests in any 1-second
-window (plus ``PUBMED_REDIS_RATE_MARGIN`` seconds: a request reaches the server some
-milliseconds after its grant, more when its process is busy parsing or writing, and the
-processes' delays differ) and never two
-closer than ``1/rate`` seconds. The state lives under one key per route
+reserved by one Lua script run atomically inside Redis, against Redis's own clock, at
+most ``2/rate`` seconds ahead, on a schedule that spaces starts ``1/rate`` seconds apart;
+the process sleeps until its start and records the real start time. All processes
+together never start more than ``floor(rate)`` requests in any 1-second window (plus
+``PUBMED_REDIS_RATE_MARGIN`` seconds: a request reaches the server some milliseconds
+after its start, more when its process is busy parsing or writing, and the processes'
+delays differ), counted over real start times. The state lives under one key per route
 (``PUBMED_REDIS_RATE_KEY``, by default derived from the E-utilities host and a hash of
 the API key, never the key itself):
 
-- ``<route>:starts``: sorted set of the start times of the last two seconds (a process's
-  first start is recorded ``PUBMED_REDIS_COLD_ALLOWANCE`` seconds late: it opens a new
-  connection and reaches the server later than granted);
+- ``<route>:starts``: sorted set of the reserved, then real, start times of the last two
+  seconds (a process's first start is recorded ``PUBMED_REDIS_COLD_ALLOWANCE`` seconds
+  late: it opens a new connection and reaches the server later than started);
 - ``<route>:state``: hash with ``max`` (the lowest ``PUBMED_RATE`` of any process, or a
   lower ``X-RateLimit-Limit`` the server announced), ``rate`` (the current rate, halved
-  after each 429 and climbing back over the following answers) and ``blocked`` (a
-  ``Retry-After`` pause every process honours).
+  after each 429 and climbing back over the following answers), ``next`` (the earliest
+  time of the next reservation) and ``blocked`` (a ``Retry-After`` pause every process
+  honours).
 
 Switched on by ``PUBMED_REDIS_URL`` (``PUBMED_RATE_LIMITER =
 "crawler.redis_ratelimit.RedisRateLimiter"``).
@@ -45,8 +47,9 @@ log = logging.getLogger(__name__)
 
 STATE_TTL_S = 3600  # the shared state is dropped after an hour without requests
 
-# KEYS: starts, state. ARGV: wanted rate, margin, member, ttl, allowance (seconds the start is recorded later).
-# Returns "0" when granted, else the seconds to wait (as a string: Lua numbers would be truncated).
+# KEYS: starts, state. ARGV: wanted rate, margin, member, ttl, allowance (seconds the start is recorded later),
+# horizon (how far ahead a start may be reserved). Returns {"1", seconds until the reserved start} when a start
+# is reserved, else {"0", seconds to wait before asking again} (strings: Lua numbers would be truncated).
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -60,11 +63,8 @@ local at = now
 local blocked = tonumber(redis.call('HGET', KEYS[2], 'blocked') or 0)
 if blocked > at then at = blocked end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 2.0 - margin)
-local last = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #last > 0 then
-  local gap = tonumber(last[2]) + 1.0 / rate
-  if gap > at then at = gap end
-end
+local nxt = tonumber(redis.call('HGET', KEYS[2], 'next') or 0)
+if nxt > at then at = nxt end
 local n = math.floor(rate)
 if n < 1 then n = 1 end
 local nth = redis.call('ZREVRANGE', KEYS[1], n - 1, n - 1, 'WITHSCORES')
@@ -74,12 +74,22 @@ if #nth > 0 then
 end
 redis.call('HSET', KEYS[2], 'max', tostring(maxr), 'rate', tostring(rate))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
-if at > now then
-  return tostring(at - now)
+local horizon = tonumber(ARGV[6])
+if at - now > horizon then
+  return {'0', tostring(at - now - horizon)}
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[3])
+redis.call('ZADD', KEYS[1], at + tonumber(ARGV[5]), ARGV[3])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return '0'
+redis.call('HSET', KEYS[2], 'next', tostring(at + 1.0 / rate))
+return {'1', tostring(at - now)}
+"""
+
+# KEYS: starts. ARGV: member, allowance. The reserved start happens now: a late one is recorded at its real time.
+_START = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], 'XX', 'GT', now + tonumber(ARGV[2]), ARGV[1])
+return 1
 """
 
 # KEYS: state. ARGV: pause seconds, configured rate. Returns the new rate.
@@ -173,6 +183,7 @@ class RedisRateLimiter:
         self._member = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._numbers = count()
         self._acquire = client.register_script(_ACQUIRE)
+        self._start = client.register_script(_START)
         self._penalise = client.register_script(_PENALISE)
         self._observe = client.register_script(_OBSERVE)
         self._lock: asyncio.Lock | None = None
@@ -193,26 +204,43 @@ class RedisRateLimiter:
         log.info("rate limit %.2f requests/s shared through Redis %s under %s", limiter.max_rate, redacted(url), key)
         return limiter
 
-    def try_acquire(self) -> float:
-        """One attempt: 0.0 when a start was granted now, else the seconds to wait before trying again."""
-        member = f"{self._member}-{next(self._numbers)}"
+    def try_acquire(self, member: str, allowance: float) -> tuple[bool, float]:
+        """One attempt: ``(True, s)`` when a start ``s`` seconds from now was reserved, else ``(False, s)``:
+        ask again in ``s`` seconds.
+
+        A start is reserved at most ``2/rate`` seconds ahead, and the ``1/rate`` spacing is
+        counted from the reserved times, so a process that wakes up a few milliseconds late
+        for its start does not push back every later start. The 1-second window counts real
+        start times: `acquire` records a late start when it happens.
+        """
         keys = [self._starts_key, self._state_key]
-        # A process's first request opens a new connection (TLS to NCBI) and reaches the server later than
-        # granted; it is recorded ``cold_allowance`` seconds late so that warm requests cannot crowd it.
-        allowance = self.cold_allowance if self.granted == 0 else 0.0
-        args: list[str | int] = [repr(self.max_rate), repr(self.margin), member, STATE_TTL_S, repr(allowance)]
-        wait = float(self._acquire(keys=keys, args=args))
-        if wait <= 0:
-            self.granted += 1
-        return wait
+        horizon = 2.0 / self.max_rate
+        args: list[str | int] = [
+            repr(self.max_rate),
+            repr(self.margin),
+            member,
+            STATE_TTL_S,
+            repr(allowance),
+            repr(horizon),
+        ]
+        reserved, seconds = self._acquire(keys=keys, args=args)
+        return bool(int(reserved)), max(0.0, float(seconds))
 
     async def acquire(self) -> float:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            member = f"{self._member}-{next(self._numbers)}"
+            # A process's first request opens a new connection (TLS to NCBI) and reaches the server later than
+            # started; it is recorded ``cold_allowance`` seconds late so that warm requests cannot crowd it.
+            allowance = self.cold_allowance if self.granted == 0 else 0.0
             while True:
-                wait = self.try_acquire()
-                if wait <= 0:
+                reserved, wait = self.try_acquire(member, allowance)
+                if reserved:
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    self._start(keys=[self._starts_key], args=[member, repr(allowance)])
+                    self.granted += 1
                     return time.monotonic()
                 await asyncio.sleep(min(wait, self.max_wait))
 
