@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from store.atomic import is_temp_name
 from store.schema import ARTICLE_SCHEMA, DELETION_SCHEMA
@@ -53,9 +52,12 @@ def check_store(store_path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _read(parts: Sequence[Path], schema: pa.Schema, columns: list[str], expr: ds.Expression | None) -> pa.Table:
+def _read(parts: Sequence[Path], schema: pa.Schema, columns: list[str], expr: pc.Expression | None) -> pa.Table:
     if not parts:
-        return schema.empty_table().select(columns)
+        # not schema.empty_table(): pyarrow imports pandas for it, 0.3 s of a crawl's start-up
+        return pa.Table.from_batches([], schema=schema).select(columns)
+    import pyarrow.dataset as ds  # here, not at the top: it pulls in pandas (0.3 s of every crawl's start-up)
+
     try:
         return ds.dataset([str(p) for p in parts], schema=schema, format="parquet").to_table(
             columns=columns, filter=expr
@@ -64,7 +66,7 @@ def _read(parts: Sequence[Path], schema: pa.Schema, columns: list[str], expr: ds
         raise StoreError(f"{parts[0].parent}: cannot read parts: {exc}") from exc
 
 
-def _latest_deletions(path: Path, expr: ds.Expression | None) -> pa.Table:
+def _latest_deletions(path: Path, expr: pc.Expression | None) -> pa.Table:
     deletions = _read(iter_parts(path, DELETIONS_DIR), DELETION_SCHEMA, ["pmid", "deleted_at"], expr)
     return deletions.group_by("pmid").aggregate([("deleted_at", "max")])
 
