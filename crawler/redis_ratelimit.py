@@ -88,7 +88,9 @@ return {'1', tostring(at - now)}
 _START = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZADD', KEYS[1], 'XX', 'GT', now + tonumber(ARGV[2]), ARGV[1])
+local real = now + tonumber(ARGV[2])
+local reserved = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if reserved and real > tonumber(reserved) then redis.call('ZADD', KEYS[1], 'XX', real, ARGV[1]) end
 return 1
 """
 
