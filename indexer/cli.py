@@ -81,8 +81,10 @@ def rebuild(
     _setup_logging()
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
-    if precision is not None and precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise typer.BadParameter("must be auto, fp32, bf16 or fp16", param_hint="--precision")
+    from indexer.embedding import PRECISIONS
+
+    if precision is not None and precision not in PRECISIONS:
+        raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision")
     if engine is not None and engine not in ("local", "ray"):
         raise typer.BadParameter("must be local or ray", param_hint="--engine")
     overrides = {
