@@ -6,10 +6,13 @@ shared implementation (for example one backed by Redis, for several crawl proces
 on one IP) can replace `LocalRateLimiter` through the ``PUBMED_RATE_LIMITER`` setting.
 
 `LocalRateLimiter` never lets more than ``rate`` requests start in any 1-second window:
-requests are spaced evenly (``1/rate`` seconds plus a small safety margin for network
-jitter) and a sliding window of the last ``floor(rate)`` start times is checked too.
-There is no randomness. After a 429 it waits for ``Retry-After`` (1 s when absent),
-halves its rate, and climbs back to the configured rate over the following successes.
+requests are spaced evenly, ``1/rate`` seconds plus a safety margin (10 ms by default)
+apart, since a request reaches the server a few milliseconds after it starts and that
+delay varies, and a sliding window of the last ``floor(rate)`` start times is checked
+too. A request that starts after a quiet spell (the first one above all) opens a new
+connection and may arrive later still: the window counts it as starting a
+``cold_allowance`` (0.1 s by default) later. There is no randomness. After a 429 it waits for ``Retry-After`` (1 s when absent), halves its
+rate, and climbs back to the configured rate over the following successes.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class LocalRateLimiter:
         rate: float,
         *,
         margin: float = 0.01,
+        cold_allowance: float = 0.1,
         recover_after: int = 10,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
@@ -69,6 +73,7 @@ class LocalRateLimiter:
         self.max_rate = float(rate)
         self.rate = float(rate)
         self.margin = margin
+        self.cold_allowance = cold_allowance
         self.recover_after = max(1, recover_after)
         self._clock = clock
         self._sleep = sleep
@@ -79,13 +84,17 @@ class LocalRateLimiter:
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> LocalRateLimiter:
-        return cls(settings.getfloat("PUBMED_RATE"), margin=settings.getfloat("PUBMED_RATE_MARGIN", 0.01))
+        return cls(
+            settings.getfloat("PUBMED_RATE"),
+            margin=settings.getfloat("PUBMED_RATE_MARGIN", 0.01),
+            cold_allowance=settings.getfloat("PUBMED_RATE_COLD_ALLOWANCE", 0.1),
+        )
 
     def _interval(self) -> float:
         return 1.0 / self.rate + self.margin
 
     def next_start(self, now: float) -> float:
-        """The earliest time the next request may start."""
+        """The earliest time the next request may start (window times include any cold allowance)."""
         at = max(now, self._blocked_until)
         if self._starts:
             at = max(at, self._starts[-1] + self._interval())
@@ -104,7 +113,8 @@ class LocalRateLimiter:
                 if wait <= 0:
                     break
                 await self._sleep(wait)
-            self._starts.append(now)
+            cold = not self._starts or now - self._starts[-1] > max(WINDOW_S, 2 * self._interval())
+            self._starts.append(now + self.cold_allowance if cold else now)
             return now
 
     def penalise(self, retry_after: float | None) -> None:

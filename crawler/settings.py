@@ -22,7 +22,8 @@ PUBMED_STORE = "data/pubmed"
 
 # Requests per second for the whole crawl: NCBI allows 3, or 10 with an API key.
 PUBMED_RATE = 10.0 if os.environ.get("NCBI_API_KEY") else 3.0
-PUBMED_RATE_MARGIN = 0.01  # seconds added to each gap, against network jitter
+PUBMED_RATE_MARGIN = 0.01  # seconds added to each 1/rate gap, against start-to-arrival jitter
+PUBMED_RATE_COLD_ALLOWANCE = 0.1  # seconds a request after a quiet spell (new connection) may arrive late
 PUBMED_RATE_LIMITER = "crawler.ratelimit.LocalRateLimiter"
 
 # Distributed crawl (crawler.redis_crawl): set PUBMED_REDIS_URL (e.g. redis://host:6379/0) and
@@ -68,8 +69,14 @@ TELNETCONSOLE_ENABLED = False
 REMOTE_CONTROL_ENABLED = False
 USER_AGENT = "pubmed-pipeline (Scrapy; E-utilities client)"
 
+# Components a PubMed crawl never uses are switched off with None, so Scrapy does not even
+# import them (cookies pull in tldextract, remote control aiohttp: start-up time).
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "scrapy.downloadermiddlewares.cookies.CookiesMiddleware": None,
+    "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
+    "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
+    "scrapy.downloadermiddlewares.httpauth.HttpAuthMiddleware": None,
     "crawler.middlewares.EutilsRetryMiddleware": 550,
     "crawler.ratelimit.RateLimitMiddleware": 950,
 }
@@ -81,6 +88,8 @@ ITEM_PIPELINES = {
 }
 EXTENSIONS = {
     "crawler.progress.CrawlProgress": 500,
+    "scrapy.extensions.telnet.TelnetConsole": None,
+    "scrapy.extensions.remote_control.RemoteControl": None,
 }
 
 LOG_LEVEL = "INFO"

@@ -9,16 +9,21 @@ Exactly one input::
 PMIDs already in the store (``PUBMED_STORE``) are skipped, so a rerun after a crash
 fetches only what is missing. Records are fetched with efetch POSTs of
 ``PUBMED_BATCH_SIZE`` PMIDs; the records of every answer are counted and PMIDs it lacked
-are asked for again in smaller batches, up to ``PUBMED_FETCH_ROUNDS`` rounds, then
-reported as missing. A query is run with esearch; when it finds more than 9,999 PMIDs
+are asked for again, up to ``PUBMED_FETCH_ROUNDS`` rounds, then reported as missing.
+Batches are cut only when the downloader has room for another request, so PMIDs to ask
+for again ride along in a batch still to be cut (usually the last, partial one) instead
+of costing a request of their own; once every batch is cut, they go out in smaller
+batches of their own. A query is run with esearch; when it finds more than 9,999 PMIDs
 (the most esearch will list) it is split by PMID range, halving the range until each
 part fits, and the PMIDs collected are checked against the reported Count.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,7 @@ from store.reader import StoreError, stored_pmids
 log = logging.getLogger(__name__)
 
 ESEARCH_LIMIT = 9999
+BACKOUT_POLL_S = 0.02  # how often start() looks whether the downloader has room for the next batch
 USAGE = 'give exactly one of -a pmids=FILE, -a bioasq=FILE or -a query="TERM"'
 INPUTS = ("pmids", "bioasq", "query")
 
@@ -107,6 +113,10 @@ class PubmedSpider(scrapy.Spider):
         self.fetched: set[int] = set()
         self.missing: dict[int, str] = {}
         self.queued: list[int] = []
+        # PMIDs waiting for a batch to be cut, and the re-request round of those asked for again.
+        self.pending: deque[int] = deque()
+        self.rounds: dict[int, int] = {}
+        self.cutting = False
         self.searches_pending = 0
         self.search_count: int | None = None
         self.search_problems: list[str] = []
@@ -128,6 +138,8 @@ class PubmedSpider(scrapy.Spider):
         spider.fetch_rounds = max(1, settings.getint("PUBMED_FETCH_ROUNDS"))
         spider.max_pmid = settings.getint("PUBMED_MAX_PMID")
         spider.store_path = settings.get("PUBMED_STORE")
+        # A distributed crawl re-cuts the start batches itself (crawler.redis_crawl): no lazy cutting there.
+        spider.cut_lazily = not settings.get("PUBMED_REDIS_URL")
         params = {"tool": settings.get("PUBMED_TOOL"), "email": settings.get("NCBI_EMAIL")}
         # The key comes from the environment only and travels in POST bodies, never in URLs or logs.
         params["api_key"] = os.environ.get("NCBI_API_KEY", "")
@@ -152,8 +164,11 @@ class PubmedSpider(scrapy.Spider):
             dont_filter=True,
         )
 
-    def efetch(self, pmids: list[int], round_: int = 0) -> FormRequest:
-        return self._post("efetch", {"pmids": pmids, "round": round_}, id=",".join(map(str, pmids)), retmode="xml")
+    def efetch(self, pmids: list[int]) -> FormRequest:
+        """An efetch batch; ``meta["rounds"]`` carries the round of each PMID asked for again."""
+        rounds = {p: r for p in pmids if (r := self.rounds.pop(p, 0))}
+        meta = {"pmids": pmids, "rounds": rounds, "round": max(rounds.values(), default=0)}
+        return self._post("efetch", meta, id=",".join(map(str, pmids)), retmode="xml")
 
     def esearch(self, span: tuple[int, int] | None) -> FormRequest:
         self.searches_pending += 1
@@ -177,8 +192,26 @@ class PubmedSpider(scrapy.Spider):
             self.store_path,
             len(todo),
         )
-        for batch in chunks(todo, self.batch_size):
-            yield self.efetch(batch)
+        if not self.cut_lazily:
+            for batch in chunks(todo, self.batch_size):
+                yield self.efetch(batch)
+            return
+        self.pending.extend(todo)
+        self.cutting = True
+        try:
+            async for request in self._cut_batches():
+                yield request
+        finally:
+            self.cutting = False
+
+    async def _cut_batches(self) -> AsyncIterator[Request]:
+        """Cut ``pending`` into batches, one whenever the downloader can take another request."""
+        engine = self.crawler.engine
+        while self.pending:
+            while engine is not None and engine.needs_backout() and engine.running:
+                await asyncio.sleep(BACKOUT_POLL_S)
+            size = min(self.batch_size, len(self.pending))
+            yield self.efetch([self.pending.popleft() for _ in range(size)])
 
     def _stored(self) -> set[int]:
         try:
@@ -213,24 +246,42 @@ class PubmedSpider(scrapy.Spider):
         lacking = [p for p in wanted if p not in returned]
         if lacking:
             self._stat("pubmed/short_batches", set_=False)
-            out.extend(self._fetch_again(lacking, response.meta["round"], "not returned by efetch"))
+            out.extend(self._fetch_again(lacking, response.meta.get("rounds", {}), "not returned by efetch"))
         return out
 
-    def _fetch_again(self, pmids: Iterable[int], round_: int, reason: str) -> Iterator[Request]:
-        """Ask again for PMIDs an answer lacked, in smaller batches, until the rounds run out."""
-        pmids = [p for p in pmids if p not in self.fetched]
-        if not pmids:
-            return
-        if round_ + 1 >= self.fetch_rounds:
-            for pmid in pmids:
+    def _fetch_again(self, pmids: Iterable[int], rounds: dict[int, int], reason: str) -> Iterator[Request]:
+        """Ask again for PMIDs an answer lacked, until their rounds run out.
+
+        While batches are still being cut they join the PMIDs waiting for one; after
+        that they go out in batches of their own, halved with every round.
+        """
+        again: list[int] = []
+        given_up: list[int] = []
+        for pmid in pmids:
+            if pmid in self.fetched:
+                continue
+            round_ = rounds.get(pmid, 0) + 1
+            if round_ >= self.fetch_rounds:
+                given_up.append(pmid)
                 self.missing[pmid] = reason
+            else:
+                self.rounds[pmid] = round_
+                again.append(pmid)
+        if given_up:
             self._stat("pubmed/missing", len(self.missing))
-            log.info("%d PMIDs given up after %d rounds (%s)", len(pmids), self.fetch_rounds, reason)
+            log.info("%d PMIDs given up after %d rounds (%s)", len(given_up), self.fetch_rounds, reason)
+        if not again:
             return
-        self._stat("pubmed/refetched", len(pmids), set_=False)
-        size = max(1, self.batch_size >> (round_ + 1))
-        for batch in chunks(pmids, size):
-            yield self.efetch(batch, round_ + 1)
+        self._stat("pubmed/refetched", len(again), set_=False)
+        if self.cutting:
+            self.pending.extend(again)
+            return
+        by_round: dict[int, list[int]] = {}
+        for pmid in again:
+            by_round.setdefault(self.rounds[pmid], []).append(pmid)
+        for round_, group in sorted(by_round.items()):
+            for batch in chunks(group, max(1, self.batch_size >> round_)):
+                yield self.efetch(batch)
 
     def efetch_failed(self, failure: Failure) -> Iterator[Request]:
         request = failure.request  # type: ignore[attr-defined]
@@ -240,7 +291,7 @@ class PubmedSpider(scrapy.Spider):
         """Retries of ``request`` ran out (called by the errbacks and the parse-error middleware)."""
         if "pmids" in request.meta:
             log.warning("efetch of %d PMIDs failed: %s", len(request.meta["pmids"]), reason)
-            yield from self._fetch_again(request.meta["pmids"], request.meta["round"], f"efetch failed: {reason}")
+            yield from self._fetch_again(request.meta["pmids"], request.meta.get("rounds", {}), f"efetch failed: {reason}")
             return
         span = request.meta.get("span")
         self.search_problems.append(f"esearch {span or 'query'} failed: {reason}")

@@ -38,12 +38,37 @@ async def acquire_all(lim: LocalRateLimiter, n: int) -> list[float]:
 @pytest.mark.parametrize("rate", [1, 3, 10, 2.5])
 def test_concurrent_acquires_never_exceed_the_rate_in_any_window(rate):
     fake = FakeTime()
-    starts = asyncio.run(acquire_all(limiter(rate, fake), 40))
+    lim = limiter(rate, fake)
+    starts = asyncio.run(acquire_all(lim, 40))
     assert max_in_window(starts) <= int(rate)
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 1 / rate  # evenly spaced, no burst, no randomness
-    # ...and not slower than needed: floor(rate) per window (a fractional rate rounds down).
-    assert (starts[-1] - starts[0]) / (len(starts) - 1) <= 1 / int(rate) + 0.011
+    # ...and not slower than needed: floor(rate) per window (a fractional rate rounds down),
+    # plus the first request's cold allowance once.
+    assert (starts[-1] - starts[0] - lim.cold_allowance) / (len(starts) - 1) <= 1 / int(rate) + 0.011
+
+
+def test_the_first_request_counts_as_arriving_late_in_the_window_of_the_requests_after_it():
+    fake = FakeTime()
+    lim = limiter(3, fake, margin=0.0, cold_allowance=0.1)
+    starts = asyncio.run(acquire_all(lim, 7))
+    # It may open the connection and so arrive up to 0.1 s late: the 4th start keeps a full
+    # second after that; from then on the spacing is the plain 1/rate again.
+    assert starts[3] - starts[0] >= 1.1
+    assert starts[6] - starts[3] == pytest.approx(1.0)
+
+
+def test_a_request_after_a_quiet_spell_is_cold_again():
+    fake = FakeTime()
+    lim = limiter(3, fake, margin=0.0, cold_allowance=0.1)
+
+    async def scenario() -> list[float]:
+        first = await acquire_all(lim, 3)
+        fake.now += 5.0  # nothing to send for a while: the connection may be gone
+        return first + await acquire_all(lim, 4)
+
+    starts = asyncio.run(scenario())
+    assert starts[6] - starts[3] >= 1.1
 
 
 def test_a_429_pauses_for_retry_after_halves_the_rate_and_recovers():

@@ -81,6 +81,32 @@ def test_errors_bad_bodies_short_batches_hangs_and_drops_end_with_every_article_
     assert server.faults_served == {k: sum(1 for f in faults.values() if f == k) for k in set(faults.values())}
 
 
+def test_pmids_a_short_answer_lacked_ride_along_in_a_batch_still_to_be_cut(eutils, crawl, tmp_path):
+    pmids = synthetic_pmids(190, seed=5)  # 9 batches of 20 and a last one of 10
+    server: LocalEutils = eutils(synthesize=True, faults={2: "short"})
+    store = tmp_path / "store"
+
+    done = crawl(
+        server,
+        f"pmids={write_ids(tmp_path / 'ids.txt', pmids)}",
+        store=store,
+        PUBMED_RATE="20",
+        PUBMED_BATCH_SIZE="20",
+        CONCURRENT_REQUESTS="2",  # cut batches only two requests ahead
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(raw_pmids(store)) == sorted(pmids)
+    log = server.requests()
+    short = log[1]
+    assert short.fault == "short" and short.returned < len(short.ids)
+    lacked = set(short.ids) & {p for r in log[2:] for p in r.ids}
+    assert len(lacked) == len(short.ids) - short.returned  # exactly those were asked for again
+    assert len(log) == 10  # no request of their own: the floor ceil(190 / 20)
+    assert lacked <= set(log[-1].ids) and len(log[-1].ids) == 10 + len(lacked) <= 20
+    assert summary(store)["refetched"] == len(lacked)
+
+
 def test_sigkill_mid_crawl_then_rerun_stores_every_pmid_exactly_once(eutils, tmp_path):
     pmids = synthetic_pmids(3000, seed=3)
     server: LocalEutils = eutils(synthesize=True)
