@@ -11,8 +11,9 @@ apart, since a request reaches the server a few milliseconds after it starts and
 delay varies, and a sliding window of the last ``floor(rate)`` start times is checked
 too. A request that starts after a quiet spell (the first one above all) opens a new
 connection and may arrive later still: the window counts it as starting a
-``cold_allowance`` (0.1 s by default) later. There is no randomness. After a 429 it waits for ``Retry-After`` (1 s when absent), halves its
-rate, and climbs back to the configured rate over the following successes.
+``cold_allowance`` (0.1 s by default) later. There is no randomness. After a 429 it
+waits for ``Retry-After`` (1 s when absent), halves its rate, and climbs back to the
+configured rate over the following successes.
 """
 
 from __future__ import annotations

@@ -102,6 +102,7 @@ class PubmedSpider(scrapy.Spider):
     fetch_rounds: int
     max_pmid: int
     store_path: str
+    cut_lazily: bool
     common_params: dict[str, str]
 
     def __init__(self, pmids: str | None = None, bioasq: str | None = None, query: str | None = None, **kwargs: Any):
@@ -291,7 +292,8 @@ class PubmedSpider(scrapy.Spider):
         """Retries of ``request`` ran out (called by the errbacks and the parse-error middleware)."""
         if "pmids" in request.meta:
             log.warning("efetch of %d PMIDs failed: %s", len(request.meta["pmids"]), reason)
-            yield from self._fetch_again(request.meta["pmids"], request.meta.get("rounds", {}), f"efetch failed: {reason}")
+            rounds = request.meta.get("rounds", {})
+            yield from self._fetch_again(request.meta["pmids"], rounds, f"efetch failed: {reason}")
             return
         span = request.meta.get("span")
         self.search_problems.append(f"esearch {span or 'query'} failed: {reason}")
