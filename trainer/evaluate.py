@@ -1,7 +1,8 @@
 """`trainer eval` and `trainer predict`: answer questions with a trained run and score the answers.
 
 Each question's views are scored and their logits averaged into one answer. Metrics are
-reported per question with bootstrap 95% intervals, beside the all-yes and nearest-neighbour
+reported per question with bootstrap 95% intervals, beside the all-yes, nearest-neighbour
+and TF-IDF classifier (logistic regression on word 1-2 grams of question and evidence)
 baselines on the same questions; metrics JSON and PNG plots are written to the run folder.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from store.atomic import atomic_write_json
 from trainer import LABELS
-from trainer.baselines import all_yes, nearest_neighbour
+from trainer.baselines import all_yes, lexical, nearest_neighbour
 from trainer.config import TrainerConfig
 from trainer.errors import TrainerError
 from trainer.metrics import report
@@ -107,7 +108,7 @@ def score(
     run: Path | None = None,
     nn_embedder: object | None = None,
 ) -> EvalResult:
-    """Question-level metrics of the model, the all-yes and the nearest-neighbour baseline."""
+    """Question-level metrics of the model and of the all-yes, nearest-neighbour and lexical baselines."""
     ids, q_logits = aggregate(views, logits)
     gold_of = {v.question_id: v.label_id for v in views}
     gold = [gold_of[i] for i in ids]
@@ -122,14 +123,14 @@ def score(
             train_q.setdefault(v.question_id, (v.question, v.label_id))
     if train_q:
         body_of = {v.question_id: v.question for v in views}
+        labels = [y for _, y in train_q.values()]
         nn = nearest_neighbour(
-            [t for t, _ in train_q.values()],
-            [y for _, y in train_q.values()],
-            [body_of[i] for i in ids],
-            k=cfg.nn_k,
-            embedder=nn_embedder,
+            [t for t, _ in train_q.values()], labels, [body_of[i] for i in ids], k=cfg.nn_k, embedder=nn_embedder
         )
         result.baselines[f"nearest-neighbour (k={cfg.nn_k})"] = report(gold, nn, cfg.bootstrap, cfg.seed)
+        train_text, test_text = evidence_texts(train_views), evidence_texts(views)
+        words = lexical([train_text[i] for i in train_q], labels, [test_text[i] for i in ids])
+        result.baselines["TF-IDF classifier"] = report(gold, words, cfg.bootstrap, cfg.seed)
     if run is not None:
         from trainer.plots import confusion_matrix, score_histogram
         from trainer.report import write_report
@@ -140,6 +141,16 @@ def score(
         score_histogram(softmax_yes(logits).tolist(), [v.label_id for v in views], run / "view_scores.png")
         write_report(run)
     return result
+
+
+def evidence_texts(views: Sequence[View]) -> dict[str, str]:
+    """Question id -> its question and evidence as one text: the prompt view, else all its views' contexts."""
+    prompt = {v.question_id: f"{v.question}\n{v.context}" for v in views if v.view == "prompt"}
+    rest: dict[str, list[str]] = {}
+    for v in views:
+        if v.question_id not in prompt:
+            rest.setdefault(v.question_id, [v.question]).append(v.context)
+    return {**{i: "\n".join(parts) for i, parts in rest.items()}, **prompt}
 
 
 def question_predictions(views: Sequence[View], ids: Sequence[str], q_logits: np.ndarray) -> list[dict[str, Any]]:

@@ -80,7 +80,7 @@ def test_run_folder_contents_and_eval(tiny_run: tuple[TrainerConfig, Any]) -> No
 
     result = evaluate_run(run)
     assert result.questions == len({v.question_id for v in read_split(cfg.splits, "test")}) == 6
-    assert {"all-yes", "nearest-neighbour (k=3)"} <= set(result.baselines)
+    assert {"all-yes", "nearest-neighbour (k=3)", "TF-IDF classifier"} <= set(result.baselines)
     saved = json.loads((run / "metrics.json").read_text())
     lo, hi = saved["model"]["macro_f1_ci"]
     assert lo <= saved["model"]["macro_f1"] <= hi

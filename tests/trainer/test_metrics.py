@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.baselines import all_yes, vote
+from trainer.baselines import all_yes, lexical, vote
 from trainer.evaluate import aggregate, score
 from trainer.metrics import binary_metrics, bootstrap_intervals, report
 from trainer.views import View
@@ -57,6 +57,38 @@ def test_score_on_known_logits_without_training(tmp_path) -> None:  # type: igno
     assert result.baselines["all-yes"]["macro_f1"] == pytest.approx((2 / 3) / 2)
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "confusion_matrix.png").stat().st_size > 1000
     assert (tmp_path / "view_scores.png").is_file()
+
+
+def test_lexical_baseline_learns_which_words_go_with_which_answer() -> None:
+    train = [
+        "is it effective? trials showed it is effective and safe",
+        "does it help? yes, it improved survival",
+        "is it effective? it is effective in mice and men",
+        "does it help? no benefit was found and trials were stopped",
+        "is it safe? no, it was withdrawn for toxicity",
+        "does it work? no benefit over placebo",
+    ]
+    labels = [1, 1, 1, 0, 0, 0]
+    test = ["is it effective? effective in the trial", "does it work? no benefit, stopped early"]
+    assert lexical(train, labels, test) == [1, 0]
+    assert lexical(train[:3], labels[:3], test) == [1, 1]  # one class seen: that class
+    with pytest.raises(ValueError, match="training"):
+        lexical([], [], test)
+
+
+def test_score_gives_the_lexical_baseline_the_question_with_its_evidence(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from trainer.config import TrainerConfig
+
+    def view(qid: str, label: str, context: str) -> View:
+        return View(qid, "prompt", "is the drug effective?", context, label, (), "bioasq")
+
+    train = [view(f"t{i}", "yes", "it was effective") for i in range(3)]
+    train += [view(f"u{i}", "no", "no benefit was seen") for i in range(3)]
+    test = [view("a", "yes", "effective in trials"), view("b", "no", "no benefit in trials")]
+    logits = np.array([[0, 1], [0, 1]], dtype=np.float32)
+    result = score(test, logits, train, TrainerConfig(bootstrap=20, nn_k=1))
+    # the questions are identical: only the evidence tells them apart
+    assert result.baselines["TF-IDF classifier"]["macro_f1"] == 1.0
 
 
 def test_nearest_neighbour_vote() -> None:
