@@ -10,7 +10,7 @@ any augmentation. Variants, all QLoRA (NF4) on the packaged all-MiniLM-L6-v2:
 
 Variants 3/4 are trained only when some question actually has retrieved context; offline
 the BioASQ documents are in no local store, and the output says so instead of repeating
-variants 1/2. Beside the model: the all-yes, nearest-neighbour and lexical (TF-IDF +
+variants 1/2. Beside the model: the all-yes, nearest-neighbour and TF-IDF classifier (word 1-2 grams,
 logistic regression) baselines on the same test questions. Speed: training
 examples/second of QLoRA against plain LoRA (``quant=none``, the named peer) on the same
 batches, and peak resident memory of each.
@@ -208,7 +208,7 @@ def main() -> None:
     words = max(m["macro_f1"] for k, m in first["baselines"].items() if k.startswith("TF-IDF"))
     print(
         f"target macro F1 >= 0.80: best BioASQ variant {best:.3f} ({best - 0.80:+.3f}); "
-        f"margin over NN {best - nn:+.3f}, over lexical {best - words:+.3f}"
+        f"margin over NN {best - nn:+.3f}, over TF-IDF {best - words:+.3f}"
     )
     print(f"total {time.perf_counter() - started:.0f}s")
     from store.atomic import atomic_write_json

@@ -1,8 +1,8 @@
-"""Baselines printed beside the model: always-yes, nearest neighbours, and a lexical classifier.
+"""Baselines printed beside the model: always-yes, nearest neighbours, and a TF-IDF classifier.
 
 The nearest-neighbour baseline embeds the training questions with the packaged sentence
 model (or any model the indexer's `Embedder` loads) and lets the ``k`` most similar ones vote.
-The lexical baseline is TF-IDF over word uni- and bigrams of question and evidence with a
+The TF-IDF classifier baseline is TF-IDF over word uni- and bigrams of question and evidence with a
 class-balanced logistic regression: what word overlap alone gets, the bar a fine-tuned
 model has to clear.
 """
@@ -57,10 +57,10 @@ def vote(train_vecs: np.ndarray, train_labels: np.ndarray, test_vecs: np.ndarray
     return out
 
 
-def lexical(train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str]) -> list[int]:
+def tfidf_classifier(train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str]) -> list[int]:
     """TF-IDF (word 1-2 grams, sublinear tf) + logistic regression with balanced class weights."""
     if not train_texts:
-        raise ValueError("lexical baseline needs training questions")
+        raise ValueError("TF-IDF classifier baseline needs training questions")
     classes = sorted(set(train_labels))
     if len(classes) == 1:  # nothing to learn: the one class seen
         return [int(classes[0])] * len(test_texts)

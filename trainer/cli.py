@@ -201,7 +201,7 @@ def _print_eval(result: Any) -> None:
 
 @app.command("eval")
 def eval_cmd(run: RunOpt, bioasq: BioasqOpt = None) -> None:
-    """Score a run on a BioASQ file (or its test split) beside the all-yes, nearest-neighbour and lexical baselines."""
+    """Score a run on a BioASQ file (or its test split) beside all-yes, nearest-neighbour and TF-IDF baselines."""
 
     def action() -> None:
         from trainer.evaluate import evaluate_run

@@ -19,7 +19,7 @@ import numpy as np
 
 from store.atomic import atomic_write_json
 from trainer import LABELS
-from trainer.baselines import all_yes, lexical, nearest_neighbour
+from trainer.baselines import all_yes, nearest_neighbour, tfidf_classifier
 from trainer.config import TrainerConfig
 from trainer.errors import TrainerError
 from trainer.metrics import report
@@ -108,7 +108,7 @@ def score(
     run: Path | None = None,
     nn_embedder: object | None = None,
 ) -> EvalResult:
-    """Question-level metrics of the model and of the all-yes, nearest-neighbour and lexical baselines."""
+    """Question-level metrics of the model and of the all-yes, nearest-neighbour and TF-IDF classifier baselines."""
     ids, q_logits = aggregate(views, logits)
     gold_of = {v.question_id: v.label_id for v in views}
     gold = [gold_of[i] for i in ids]
@@ -129,7 +129,7 @@ def score(
         )
         result.baselines[f"nearest-neighbour (k={cfg.nn_k})"] = report(gold, nn, cfg.bootstrap, cfg.seed)
         train_text, test_text = evidence_texts(train_views), evidence_texts(views)
-        words = lexical([train_text[i] for i in train_q], labels, [test_text[i] for i in ids])
+        words = tfidf_classifier([train_text[i] for i in train_q], labels, [test_text[i] for i in ids])
         result.baselines["TF-IDF classifier"] = report(gold, words, cfg.bootstrap, cfg.seed)
     if run is not None:
         from trainer.plots import confusion_matrix, score_histogram

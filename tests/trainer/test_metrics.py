@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.baselines import all_yes, lexical, vote
+from trainer.baselines import all_yes, tfidf_classifier, vote
 from trainer.evaluate import aggregate, score
 from trainer.metrics import binary_metrics, bootstrap_intervals, report
 from trainer.views import View
@@ -59,7 +59,7 @@ def test_score_on_known_logits_without_training(tmp_path) -> None:  # type: igno
     assert (tmp_path / "view_scores.png").is_file()
 
 
-def test_lexical_baseline_learns_which_words_go_with_which_answer() -> None:
+def test_tfidf_classifier_baseline_learns_which_words_go_with_which_answer() -> None:
     train = [
         "is it effective? trials showed it is effective and safe",
         "does it help? yes, it improved survival",
@@ -70,13 +70,13 @@ def test_lexical_baseline_learns_which_words_go_with_which_answer() -> None:
     ]
     labels = [1, 1, 1, 0, 0, 0]
     test = ["is it effective? effective in the trial", "does it work? no benefit, stopped early"]
-    assert lexical(train, labels, test) == [1, 0]
-    assert lexical(train[:3], labels[:3], test) == [1, 1]  # one class seen: that class
+    assert tfidf_classifier(train, labels, test) == [1, 0]
+    assert tfidf_classifier(train[:3], labels[:3], test) == [1, 1]  # one class seen: that class
     with pytest.raises(ValueError, match="training"):
-        lexical([], [], test)
+        tfidf_classifier([], [], test)
 
 
-def test_score_gives_the_lexical_baseline_the_question_with_its_evidence(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_score_gives_the_tfidf_baseline_the_question_with_its_evidence(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from trainer.config import TrainerConfig
 
     def view(qid: str, label: str, context: str) -> View:
