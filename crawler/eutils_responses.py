@@ -17,6 +17,8 @@ from typing import Any
 
 from lxml import etree
 
+from store.schema import PMID_MAX, check_pmid, parse_pmid
+
 __all__ = [
     "EsearchResult",
     "EutilsError",
@@ -162,9 +164,9 @@ def parse_esearch(body: bytes) -> EsearchResult:
     ids = []
     for el in root.iterfind("IdList/Id"):
         try:
-            ids.append(int((el.text or "").strip()))
+            ids.append(parse_pmid(el.text or ""))
         except ValueError:
-            raise EutilsError(f"esearch response has a non-numeric <Id>: {el.text!r}") from None
+            raise EutilsError(f"esearch response has an <Id> that is not a PMID: {el.text!r}") from None
     warnings = [f"{el.tag}: {' '.join((el.text or '').split())}" for el in root.iterfind("ErrorList/*")]
     warnings += [f"{el.tag}: {' '.join((el.text or '').split())}" for el in root.iterfind("WarningList/*")]
     return EsearchResult(
@@ -182,7 +184,7 @@ def _parse_esearch_json(body: bytes) -> EsearchResult:
     try:
         doc = json.loads(body)
         res = doc["esearchresult"]
-        ids = [int(i) for i in res.get("idlist", [])]
+        ids = [check_pmid(int(i)) for i in res.get("idlist", [])]
         warnings = [f"{k}: {v}" for k, v in (res.get("errorlist") or {}).items() if v]
         warnings += [f"{k}: {v}" for k, v in (res.get("warninglist") or {}).items() if v]
         return EsearchResult(
@@ -214,13 +216,14 @@ def parse_pmid_line(line: str) -> int | None:
     if not text or text.startswith("#"):
         return None
     match = _PMID_LINE.match(text)
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"not a PMID or PubMed URL: {text!r}")
-    return int(match.group(1))
+    try:
+        return parse_pmid(match.group(1)) if match else parse_pmid("")
+    except ValueError:
+        raise ValueError(f"not a PMID or PubMed URL: {text!r}") from None
 
 
 def _pmid_from_document(value: Any, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= PMID_MAX:
         return value
     if isinstance(value, str):
         try:

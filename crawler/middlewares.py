@@ -6,8 +6,12 @@ delayed by exponential backoff (``PUBMED_RETRY_BACKOFF`` * 2**(n-1), capped at
 ``PUBMED_RETRY_BACKOFF_MAX``; for a 429 the rate limiter's pause applies instead).
 `ParseErrorRetryMiddleware` (spider) does the same for answers that arrived with HTTP
 200 but cannot be used: truncated or malformed XML (`MalformedXMLError`) and error
-documents (`EutilsError`). Every retry is counted in the stats under ``retry/``; when
-attempts run out the request's errback (the spider) decides what to report.
+documents (`EutilsError`), and a parser that ran out of stack (`RecursionError`). Any
+other exception while parsing an answer fails that request's batch at once (its PMIDs
+are re-requested or reported as failed), so no batch is ever dropped silently. Every
+retry is counted in the stats under ``retry/``; when attempts run out the request's
+errback (the spider) decides what to report. E-utilities never redirect: a 3xx answer
+is a failed request (`IgnoreRequest`, its ``Location`` logged), never followed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware, get_retry_request
+from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.response import response_status_message
 
 from crawler.eutils_responses import EutilsError
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BODY_ERRORS = (MalformedXMLError, EutilsError)
+BODY_ERRORS = (MalformedXMLError, EutilsError, RecursionError)
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -62,6 +67,12 @@ class EutilsRetryMiddleware(RetryMiddleware):
         return mw
 
     def process_response(self, request: Request, response: Response, spider: Any = None) -> Request | Response:
+        if 300 <= response.status < 400:
+            location = (response.headers.get("Location") or b"").decode("latin-1")[:300]
+            assert self.crawler.stats is not None
+            self.crawler.stats.inc_value("pubmed/redirects_refused")
+            log.warning("HTTP %d from %s redirects to %r: not followed", response.status, request.url, location)
+            raise IgnoreRequest(f"HTTP {response.status} redirect to {location!r} refused")
         if request.meta.get("dont_retry", False) or response.status not in self.retry_http_codes:
             return response
         retry = self._retry(request, response_status_message(response.status))
@@ -90,14 +101,17 @@ class ParseErrorRetryMiddleware:
         return cls(crawler)
 
     def process_spider_exception(self, response: Response, exception: Exception) -> Iterable[Any] | None:
-        if not isinstance(exception, BODY_ERRORS):
-            return None
         spider = self.crawler.spider
         assert spider is not None and response.request is not None
         request = response.request
+        gave_up = getattr(spider, "request_gave_up", None)
+        if not isinstance(exception, BODY_ERRORS):
+            if gave_up is None or not ({"pmids", "span"} & set(request.meta)):
+                return None
+            log.error("cannot use the answer to %s", request, exc_info=exception)
+            return list(gave_up(request, f"{type(exception).__name__}: {exception}"))
         log.debug("unusable answer to %s: %s", request, exception)
         retry = get_retry_request(request, spider=spider, reason=type(exception).__name__)
         if retry is not None:
             return [_with_backoff(self.crawler, request, retry)]
-        gave_up = getattr(spider, "request_gave_up", None)
         return list(gave_up(request, str(exception))) if gave_up is not None else []

@@ -4,7 +4,10 @@ Rows go through `store.writer.ArticleWriter`, which validates them and publishes
 parts atomically. The buffer is flushed every ``PUBMED_FLUSH_ITEMS`` articles and every
 ``PUBMED_FLUSH_SECONDS`` seconds, so a killed crawl loses at most that much work; the
 spider skips PMIDs already stored, so a rerun fetches only what is missing. A PMID is
-written at most once per crawl.
+written at most once per crawl. Only published rows count as stored: when a part cannot
+be written (a full disk) the error is logged, the rows stay buffered for the next flush,
+and whatever is still unpublished at the end is reported as failed (exit 1), so the
+next run fetches it again.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import task
 
+from store.schema import SchemaError
 from store.writer import ArticleWriter
 
 if TYPE_CHECKING:
@@ -44,6 +48,8 @@ class StorePipeline:
         self.flush_seconds = settings.getfloat("PUBMED_FLUSH_SECONDS")
         self.writer: ArticleWriter | None = None
         self.written: set[int] = set()
+        self.unpublished: set[int] = set()  # buffered PMIDs whose part is not written yet
+        self.write_errors = 0
         self._last_flush = time.monotonic()
         self._timer: task.LoopingCall | None = None
 
@@ -67,12 +73,43 @@ class StorePipeline:
         if pmid in self.written:
             self.crawler.stats.inc_value("pubmed/duplicates_skipped")
             return item
-        self.writer.write(item)
+        published = self.writer.articles_written
+        try:
+            self.writer.write(item)
+        except SchemaError as exc:
+            self._failed([pmid], f"unusable record: {exc}")
+            return item
+        except OSError as exc:  # the part this row filled could not be written; the row stays buffered
+            self._write_failed(exc)
         self.written.add(pmid)
-        self.crawler.stats.inc_value("pubmed/stored")
+        self.unpublished.add(pmid)
+        self._published(published)
         if self.writer.pending >= self.flush_items:
             self._flush()
         return item
+
+    def _published(self, before: int) -> None:
+        """A flush that published articles published every buffered one."""
+        assert self.writer is not None and self.crawler.stats is not None
+        if self.writer.articles_written != before:
+            self.unpublished.clear()
+        self.crawler.stats.set_value("pubmed/stored", self.writer.articles_written)
+
+    def _write_failed(self, exc: OSError) -> None:
+        assert self.writer is not None and self.crawler.stats is not None
+        self.write_errors += 1
+        self.crawler.stats.inc_value("pubmed/write_errors")
+        log.error(
+            "cannot write to the store %s: %s; %d rows kept for the next try", self.store_path, exc, self.writer.pending
+        )
+
+    def _failed(self, pmids: list[int], reason: str) -> None:
+        log.error("%d PMIDs not stored: %s", len(pmids), reason)
+        failed = getattr(self.crawler.spider, "failed", None)
+        if isinstance(failed, dict):
+            failed.update(dict.fromkeys(pmids, reason))
+        assert self.crawler.stats is not None
+        self.crawler.stats.set_value("pubmed/failed", len(failed) if isinstance(failed, dict) else len(pmids))
 
     def _flush_if_due(self) -> None:
         if (
@@ -82,16 +119,27 @@ class StorePipeline:
         ):
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Publish what is buffered; False (logged, rows kept) when it cannot be written."""
         assert self.writer is not None
-        self.writer.flush()
+        published = self.writer.articles_written
         self._last_flush = time.monotonic()
+        try:
+            self.writer.flush()
+        except OSError as exc:
+            self._write_failed(exc)
+            self._published(published)
+            return False
+        self._published(published)
+        return True
 
     def close_spider(self) -> None:
         if self._timer is not None and self._timer.running:
             self._timer.stop()
         if self.writer is not None:
-            self.writer.close()
+            if not self._flush() and self.unpublished:
+                self._failed(sorted(self.unpublished), "could not be written to the store")
+                self.crawler.stats.set_value("pubmed/unwritten", len(self.unpublished))
             log.info(
                 "store %s: %d articles and %d deletions written in %d parts",
                 self.store_path,

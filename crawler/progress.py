@@ -2,10 +2,14 @@
 
 While the crawl runs: a tqdm bar on stderr when it is a terminal, and every
 ``PUBMED_PROGRESS_INTERVAL`` seconds a log line with PMIDs fetched / missing, retries and
-429s. At the end: one summary line (requested, already stored, stored, missing, retries,
-429s, requests, seconds, requests/second); the missing PMIDs are listed (the first
-``PUBMED_MISSING_SHOWN``) and all of them written to ``<store>/crawl-missing.txt``, and
-the counts to ``<store>/crawl-summary.json``.
+429s. At the end: one summary line (requested, already stored, stored, not in PubMed, failed,
+retries, 429s, requests, seconds, requests/second). PMIDs NCBI does not have are listed
+(the first ``PUBMED_MISSING_SHOWN``) and all written to ``<store>/crawl-missing.txt``;
+PMIDs whose requests or writes failed go to ``<store>/crawl-failed.txt`` (the next run
+fetches them again); the counts go to ``<store>/crawl-summary.json``. `exit_code` says
+how the crawl ended: 1 when any PMID failed, a write failed, the store could not be
+read, a search failed or the crawl did not finish; else 0. Only published rows count as
+stored.
 """
 
 from __future__ import annotations
@@ -29,7 +33,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MISSING_FILE = "crawl-missing.txt"
+FAILED_FILE = "crawl-failed.txt"
 SUMMARY_FILE = "crawl-summary.json"
+EXIT_STAT = "pubmed/exit_code"
+
+
+def exit_code(spider: Spider, counts: dict[str, int], reason: str) -> tuple[int, list[str]]:
+    """0 when the crawl did everything it was asked, else 1; with the reasons it did not."""
+    why: list[str] = []
+    if getattr(spider, "store_error", None):
+        why.append(f"store unreadable: {spider.store_error}")  # type: ignore[attr-defined]
+    if getattr(spider, "failed", None):
+        why.append(f"{len(spider.failed)} PMIDs failed")  # type: ignore[attr-defined]
+    if counts.get("write_errors"):
+        why.append(f"{counts['write_errors']} store writes failed")
+    why += list(getattr(spider, "search_failures", []))
+    if reason != "finished":
+        why.append(f"crawl ended: {reason}")
+    return (1 if why else 0), why
 
 
 class CrawlProgress:
@@ -64,6 +85,10 @@ class CrawlProgress:
             "fetched": self._get("pubmed/fetched"),
             "stored": self._get("pubmed/stored"),
             "missing": self._get("pubmed/missing"),
+            "failed": self._get("pubmed/failed"),
+            "write_errors": self._get("pubmed/write_errors"),
+            "unexpected_pmids": self._get("pubmed/unexpected_pmids"),
+            "redirects_refused": self._get("pubmed/redirects_refused"),
             "refetched": self._get("pubmed/refetched"),
             "retries": self._get("pubmed/retries"),
             "http_429": self._get("pubmed/http_429"),
@@ -91,10 +116,13 @@ class CrawlProgress:
     def log_progress(self) -> None:
         c = self.counts()
         log.info(
-            "progress: %d/%d PMIDs fetched, %d missing, %d re-requested, %d retries, %d 429s, %d requests",
+            "progress: %d/%d PMIDs fetched, %d stored, %d not in PubMed, %d failed, %d re-requested, %d retries, "
+            "%d 429s, %d requests",
             c["fetched"],
             max(0, c["requested"] - c["already_stored"]),
+            c["stored"],
             c["missing"],
+            c["failed"],
             c["refetched"],
             c["retries"],
             c["http_429"],
@@ -109,38 +137,74 @@ class CrawlProgress:
         seconds = time.monotonic() - self.started
         c = self.counts()
         missing: dict[int, str] = dict(getattr(spider, "missing", {}))
+        failed: dict[int, str] = dict(getattr(spider, "failed", {}))
+        c["missing"], c["failed"] = len(missing), len(failed)
         problems: list[str] = list(getattr(spider, "search_problems", []))
-        missing_file = self.store_path / MISSING_FILE
-        if self.store_path.is_dir():
-            if missing:
-                atomic_write_text(missing_file, "".join(f"{p}\t{why}\n" for p, why in sorted(missing.items())))
-            else:
-                missing_file.unlink(missing_ok=True)  # a list from an earlier run is no longer true
-            atomic_write_json(
-                self.store_path / SUMMARY_FILE,
-                {
-                    **c,
-                    "reason": reason,
-                    "seconds": round(seconds, 3),
-                    "missing_pmids": sorted(missing),
-                    "search_problems": problems,
-                },
-            )
-        listed = ", ".join(map(str, sorted(missing)[: self.shown]))
-        more = f" (+{len(missing) - self.shown} more)" if len(missing) > self.shown else ""
-        where = f" [{listed}{more}; all in {missing_file}]" if missing else ""
+        code, why = exit_code(spider, c, reason)
+        assert self.crawler.stats is not None
+        self.crawler.stats.set_value(EXIT_STAT, code)
+        files = self._write_files(missing, failed, c, reason, seconds, problems, why)
         log.info(
-            "pubmed crawl %s: requested %d, already stored %d, stored %d, missing %d%s, retries %d, 429s %d, "
-            "%d requests in %.1f s (%.2f req/s)",
+            "pubmed crawl %s: requested %d, already stored %d, stored %d, not in PubMed %d%s, failed %d%s, "
+            "retries %d, 429s %d, %d requests in %.1f s (%.2f req/s)",
             reason,
             c["requested"],
             c["already_stored"],
             c["stored"],
             len(missing),
-            where,
+            self._listed(missing, files.get(MISSING_FILE)),
+            len(failed),
+            self._listed(failed, files.get(FAILED_FILE)),
             c["retries"],
             c["http_429"],
             c["requests"],
             seconds,
             c["requests"] / seconds if seconds > 0 else 0.0,
         )
+        if code:
+            log.error("pubmed crawl incomplete (exit 1): %s", "; ".join(why))
+
+    def _listed(self, pmids: dict[int, str], where: Path | None) -> str:
+        if not pmids:
+            return ""
+        listed = ", ".join(map(str, sorted(pmids)[: self.shown]))
+        more = f" (+{len(pmids) - self.shown} more)" if len(pmids) > self.shown else ""
+        return f" [{listed}{more}; all in {where}]" if where else f" [{listed}{more}]"
+
+    def _write_files(
+        self,
+        missing: dict[int, str],
+        failed: dict[int, str],
+        counts: dict[str, int],
+        reason: str,
+        seconds: float,
+        problems: list[str],
+        why: list[str],
+    ) -> dict[str, Path]:
+        """The PMID lists and the JSON summary; a store that cannot take them is logged, not fatal."""
+        written: dict[str, Path] = {}
+        if not self.store_path.is_dir():
+            return written
+        try:
+            for name, pmids in ((MISSING_FILE, missing), (FAILED_FILE, failed)):
+                path = self.store_path / name
+                if pmids:
+                    atomic_write_text(path, "".join(f"{p}\t{why}\n" for p, why in sorted(pmids.items())))
+                    written[name] = path
+                else:
+                    path.unlink(missing_ok=True)  # a list from an earlier run is no longer true
+            atomic_write_json(
+                self.store_path / SUMMARY_FILE,
+                {
+                    **counts,
+                    "reason": reason,
+                    "seconds": round(seconds, 3),
+                    "missing_pmids": sorted(missing),
+                    "failed_pmids": sorted(failed),
+                    "search_problems": problems,
+                    "incomplete": why,
+                },
+            )
+        except OSError as exc:
+            log.error("cannot write the crawl summary files to %s: %s", self.store_path, exc)
+        return written

@@ -4,7 +4,9 @@ Everything that reads PubMed records (the spider, the aiohttp client, the baseli
 loader) goes through this module, so a record becomes the same store row whichever way
 it arrived. Parsing streams with ``lxml.etree.iterparse``: each record element is turned
 into a row and then cleared together with the records before it, so memory stays flat
-however large the input.
+however large the input. libxml2's default limits stay on (no ``huge_tree``): a text
+node may hold at most 10 MB and elements nest at most 256 deep, so a hostile body costs
+bounded memory and a bounded stack; a document over them is a `MalformedXMLError`.
 
 Two document kinds are understood:
 
@@ -31,6 +33,7 @@ from typing import Any, BinaryIO
 from lxml import etree
 
 from crawler.eutils_responses import check_error_body
+from store.schema import parse_pmid
 
 __all__ = [
     "Article",
@@ -115,15 +118,24 @@ def _math_text(el: etree._Element) -> str:
 
 
 def _append_flat(elem: etree._Element, out: list[str]) -> None:
-    for child in elem:
+    """Append the text under ``elem`` in document order (iterative: no recursion limit)."""
+    stack: list[tuple[Iterator[etree._Element], etree._Element | None]] = [(iter(elem), None)]
+    while stack:
+        children, owner = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            if owner is not None and owner.tail:
+                out.append(owner.tail)
+            continue
         tag = child.tag
+        if isinstance(tag, str) and not tag.startswith(_MATHML_NS):
+            if child.text:
+                out.append(child.text)
+            stack.append((iter(child), child))
+            continue
         if isinstance(tag, str):
-            if tag.startswith(_MATHML_NS):
-                out.append(_math_text(child))
-            else:
-                if child.text:
-                    out.append(child.text)
-                _append_flat(child, out)
+            out.append(_math_text(child))
         if child.tail:
             out.append(child.tail)
 
@@ -158,7 +170,7 @@ def _plain(elem: etree._Element) -> str | None:
 def _pmid(elem: etree._Element | None) -> tuple[int, int]:
     if elem is None or not (elem.text or "").strip():
         raise ValueError("record has no PMID")
-    pmid = int((elem.text or "").strip())
+    pmid = parse_pmid(elem.text or "")
     version_attr = elem.get("Version")
     version = int(version_attr) if version_attr and version_attr.strip().isdigit() else 1
     return pmid, max(version, 1)
@@ -361,7 +373,7 @@ def _book_row(record: etree._Element, source: str, fetched_at: dt.datetime) -> d
 
 
 def _deleted_pmids(elem: etree._Element) -> list[int]:
-    return [int(el.text.strip()) for el in elem.iterchildren("PMID") if el.text and el.text.strip()]
+    return [parse_pmid(el.text) for el in elem.iterchildren("PMID") if el.text and el.text.strip()]
 
 
 # ------------------------------------------------------------------------ streaming
@@ -422,7 +434,7 @@ def iter_pubmed_records(
             resolve_entities=False,
             no_network=True,
             load_dtd=False,
-            huge_tree=True,
+            huge_tree=False,  # libxml2's limits: 10 MB per text node, 256 levels of nesting
             remove_comments=True,
             remove_pis=True,
         )
@@ -449,7 +461,7 @@ def iter_pubmed_records(
                         item = Article(_book_row(elem, source, stamp))
                     else:
                         item = Deletion(_deleted_pmids(elem))
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise MalformedXMLError(f"{label}: bad <{tag}> record at line {elem.sourceline}: {exc}") from None
                 elem.clear(keep_tail=False)
                 while elem.getprevious() is not None:

@@ -5,15 +5,28 @@ request, ``penalise`` after a 429, ``observe`` of each answer's rate headers), s
 shared implementation (for example one backed by Redis, for several crawl processes
 on one IP) can replace `LocalRateLimiter` through the ``PUBMED_RATE_LIMITER`` setting.
 
-`LocalRateLimiter` never lets more than ``rate`` requests start in any 1-second window:
-requests are spaced evenly, ``1/rate`` seconds plus a safety margin (10 ms by default)
-apart, since a request reaches the server a few milliseconds after it starts and that
-delay varies, and a sliding window of the last ``floor(rate)`` start times is checked
-too. A request that starts after a quiet spell (the first one above all) opens a new
-connection and may arrive later still: the window counts it as starting a
-``cold_allowance`` (0.1 s by default) later. There is no randomness. After a 429 it
-waits for ``Retry-After`` (1 s when absent), halves its rate, and climbs back to the
-configured rate over the following successes.
+What the server counts is arrivals, and a request arrives some time after the limiter
+granted it: the process may be descheduled or busy parsing before it sends, the network
+and the server's front end add their own delay. `LocalRateLimiter` therefore spaces
+grants ``(1 + margin) / floor(rate)`` seconds apart and never grants more than
+``floor(rate)`` in any ``1 + margin`` seconds, so **the server never sees more than
+``floor(rate)`` arrivals in any 1-second window as long as the grant-to-arrival delays
+of any ``floor(rate) + 1`` consecutive requests differ by less than ``margin``**. The
+margin is sized from what it measures (`DelayGauge`): how late each grant woke up, and
+how much longer than the fastest recent answer each answer took (an upper bound on the
+extra delay before the server saw the request). It is ``PUBMED_RATE_MARGIN`` plus the
+largest delay of the last 32 requests (at least 100 ms until there are 8 measurements), widened
+after every 429, and capped at ``PUBMED_RATE_MARGIN_MAX`` (0.25 s): at the cap the
+crawl runs at 1/1.25 of the rate. A request that starts after a quiet spell (the first
+one above all) opens a new connection and may arrive later still: the window counts it
+as starting a ``cold_allowance`` (0.1 s by default) later. There is no randomness.
+
+After a 429 it waits for ``Retry-After`` (1 s when absent; capped at
+``PUBMED_RETRY_AFTER_MAX``), halves its rate, doubles its margin, and climbs back to the
+configured rate over the following successes, still spaced: requests held back by the
+pause go out one interval apart, never in a burst. Header values a server sends
+(``Retry-After``, ``X-RateLimit-Limit``/``-Remaining``) are bounded before use
+(`bounded_header`) and logged when they are out of range.
 """
 
 from __future__ import annotations
@@ -37,6 +50,78 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WINDOW_S = 1.0
+RETRY_AFTER_MAX_S = 60.0  # default cap on a server's Retry-After
+RATE_LIMIT_MAX = 1000.0  # an announced X-RateLimit-Limit/-Remaining above this is taken as this
+
+
+def bounded_header(name: str, raw: str | bytes | None, low: float, high: float) -> float | None:
+    """A numeric header value clamped to ``[low, high]``; None when absent or not a number.
+
+    ``inf``, ``nan`` and values out of range are logged (once per value) and clamped, so a
+    hostile or broken server cannot make the crawl sleep forever or overflow.
+    """
+    if raw is None:
+        return None
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None  # e.g. an HTTP date in Retry-After: the caller's own default applies
+    if math.isnan(value):
+        log.warning("ignoring %s: %r is not a number", name, text[:40])
+        return None
+    if value < low or value > high:
+        clamped = min(high, max(low, value))
+        log.warning("%s %r is out of range; using %g", name, text[:40], clamped)
+        return clamped
+    return value
+
+
+class DelayGauge:
+    """The grant-to-arrival delay a limiter must allow for, from what it measures.
+
+    Samples are how late a granted request actually started (a process that was not
+    scheduled, or was busy, wakes late) and how much longer an answer took than the
+    fastest of the recent ones (the request may have waited that long before the server
+    saw it). `margin` is ``base`` plus the largest of the last ``window`` samples (at
+    least ``initial`` until there are ``window // 4`` of them), widened after 429s, at
+    most ``cap``.
+    """
+
+    def __init__(self, base: float, cap: float, *, initial: float = 0.1, window: int = 32) -> None:
+        self.base = max(0.0, base)
+        self.cap = max(self.base, cap)
+        self.initial = initial
+        self._samples: deque[float] = deque(maxlen=window)
+        self._rtts: deque[float] = deque(maxlen=window)
+        self._widened = 0.0
+
+    def late(self, seconds: float) -> None:
+        """A granted request started ``seconds`` after its planned start."""
+        self._samples.append(max(0.0, seconds))
+
+    def round_trip(self, seconds: float) -> None:
+        """An answer came ``seconds`` after its request was granted."""
+        if seconds < 0 or not math.isfinite(seconds):
+            return
+        self._rtts.append(seconds)
+        self._samples.append(seconds - min(self._rtts))
+        self._widened *= 0.9
+
+    def widen(self) -> None:
+        """The server refused a request (429): the margin was too small; double it."""
+        self._widened = min(self.cap, max(0.05, 2 * self.margin))
+
+    @property
+    def measured(self) -> float:
+        largest = max(self._samples, default=self.initial)
+        if len(self._samples) < (self._samples.maxlen or 1) // 4:
+            return max(self.initial, largest)
+        return largest
+
+    @property
+    def margin(self) -> float:
+        return min(self.cap, max(self.base + self.measured, self._widened))
 
 
 @runtime_checkable
@@ -57,25 +142,29 @@ class RateLimiter(Protocol):
 
 
 class LocalRateLimiter:
-    """In-process limiter: at most ``rate`` request starts in any ``WINDOW_S`` window."""
+    """In-process limiter: at most ``floor(rate)`` arrivals in any ``WINDOW_S`` window (see module docs)."""
 
     def __init__(
         self,
         rate: float,
         *,
-        margin: float = 0.01,
+        margin: float = 0.02,
+        max_margin: float = 0.25,
+        initial_delay: float = 0.1,
         cold_allowance: float = 0.1,
         recover_after: int = 10,
+        retry_after_max: float = RETRY_AFTER_MAX_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
-        if rate <= 0:
+        if not rate > 0 or not math.isfinite(rate):
             raise ValueError(f"rate must be positive, got {rate}")
         self.max_rate = float(rate)
         self.rate = float(rate)
-        self.margin = margin
+        self.gauge = DelayGauge(margin, max_margin, initial=initial_delay)
         self.cold_allowance = cold_allowance
         self.recover_after = max(1, recover_after)
+        self.retry_after_max = retry_after_max
         self._clock = clock
         self._sleep = sleep
         self._starts: deque[float] = deque(maxlen=max(1, math.floor(rate)))
@@ -87,19 +176,31 @@ class LocalRateLimiter:
     def from_settings(cls, settings: BaseSettings) -> LocalRateLimiter:
         return cls(
             settings.getfloat("PUBMED_RATE"),
-            margin=settings.getfloat("PUBMED_RATE_MARGIN", 0.01),
+            margin=settings.getfloat("PUBMED_RATE_MARGIN", 0.02),
+            max_margin=settings.getfloat("PUBMED_RATE_MARGIN_MAX", 0.25),
             cold_allowance=settings.getfloat("PUBMED_RATE_COLD_ALLOWANCE", 0.1),
+            retry_after_max=settings.getfloat("PUBMED_RETRY_AFTER_MAX", RETRY_AFTER_MAX_S),
         )
 
+    @property
+    def margin(self) -> float:
+        """Seconds of grant-to-arrival delay spread the spacing allows for now."""
+        return self.gauge.margin
+
+    def _window_count(self) -> int:
+        return max(1, math.floor(self.rate))
+
     def _interval(self) -> float:
-        return 1.0 / self.rate + self.margin
+        if self.rate < 1:
+            return 1.0 / self.rate + self.margin
+        return (WINDOW_S + self.margin) / self._window_count()
 
     def next_start(self, now: float) -> float:
         """The earliest time the next request may start (window times include any cold allowance)."""
         at = max(now, self._blocked_until)
         if self._starts:
             at = max(at, self._starts[-1] + self._interval())
-            window_count = math.floor(self.rate) if self.rate >= 1 else 1
+            window_count = self._window_count()
             if len(self._starts) >= window_count:
                 at = max(at, self._starts[-window_count] + WINDOW_S + self.margin)
         return at
@@ -110,23 +211,32 @@ class LocalRateLimiter:
         async with self._lock:
             while True:
                 now = self._clock()
-                wait = self.next_start(now) - now
+                planned = self.next_start(now)
+                wait = planned - now
                 if wait <= 0:
                     break
                 await self._sleep(wait)
+                self.gauge.late(self._clock() - planned)
             cold = not self._starts or now - self._starts[-1] > max(WINDOW_S, 2 * self._interval())
             self._starts.append(now + self.cold_allowance if cold else now)
             return now
 
     def penalise(self, retry_after: float | None) -> None:
-        pause = 1.0 if retry_after is None else max(0.0, retry_after)
+        pause = 1.0 if retry_after is None else min(self.retry_after_max, max(0.0, retry_after))
+        if retry_after is not None and retry_after > self.retry_after_max:
+            log.warning("Retry-After %g s capped at %g s (PUBMED_RETRY_AFTER_MAX)", retry_after, pause)
         self._blocked_until = max(self._blocked_until, self._clock() + pause)
         self.rate = max(self.max_rate / 8, self.rate / 2)
         self._resize()
+        self.gauge.widen()
         self.penalties += 1
-        log.info("HTTP 429: pausing %.1f s, rate now %.2f requests/s", pause, self.rate)
+        log.info(
+            "HTTP 429: pausing %.1f s, rate now %.2f requests/s, margin %.0f ms", pause, self.rate, 1000 * self.margin
+        )
 
     def observe(self, limit: int | None, remaining: int | None, sent_at: float | None) -> None:
+        if sent_at is not None:
+            self.gauge.round_trip(self._clock() - sent_at)
         if limit is not None and 0 < limit < self.max_rate:
             log.info("server allows %d requests/s; lowering the crawl rate from %.2f", limit, self.max_rate)
             self.max_rate = float(limit)
@@ -147,14 +257,8 @@ class LocalRateLimiter:
             self._starts = deque(self._starts, maxlen=size)
 
 
-def _header_number(response: Response, name: str) -> float | None:
-    raw = response.headers.get(name)
-    if raw is None:
-        return None
-    try:
-        return float(raw.decode("latin-1").strip())
-    except ValueError:
-        return None
+def _header_number(response: Response, name: str, low: float, high: float) -> float | None:
+    return bounded_header(name, response.headers.get(name), low, high)
 
 
 class RateLimitMiddleware:
@@ -168,6 +272,7 @@ class RateLimitMiddleware:
     def __init__(self, crawler: Crawler, limiter: RateLimiter) -> None:
         self.crawler = crawler
         self.limiter = limiter
+        self.retry_after_max = crawler.settings.getfloat("PUBMED_RETRY_AFTER_MAX", RETRY_AFTER_MAX_S)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RateLimitMiddleware:
@@ -188,12 +293,12 @@ class RateLimitMiddleware:
         self.crawler.stats.inc_value("pubmed/requests")
 
     def process_response(self, request: Request, response: Response) -> Response:
-        limit = _header_number(response, "X-RateLimit-Limit")
-        remaining = _header_number(response, "X-RateLimit-Remaining")
+        limit = _header_number(response, "X-RateLimit-Limit", 1.0, RATE_LIMIT_MAX)
+        remaining = _header_number(response, "X-RateLimit-Remaining", 0.0, RATE_LIMIT_MAX)
         if response.status == 429:
             assert self.crawler.stats is not None
             self.crawler.stats.inc_value("pubmed/http_429")
-            self.limiter.penalise(_header_number(response, "Retry-After"))
+            self.limiter.penalise(_header_number(response, "Retry-After", 0.0, self.retry_after_max))
         else:
             self.limiter.observe(
                 None if limit is None else int(limit),

@@ -223,17 +223,19 @@ class LeasedStorePipeline(StorePipeline):
         except Exception:  # a Redis hiccup must not stop the crawl; the next tick tries again
             log.warning("could not renew or acknowledge leases", exc_info=True)
 
-    def _flush(self) -> None:
-        super()._flush()
+    def _flush(self) -> bool:
+        if not super()._flush():
+            return False  # nothing acknowledged: the leases expire and the batches come back
         queue = leased_queue(self.crawler)
         if queue is not None:
             queue.ack_done()
+        return True
 
     def close_spider(self) -> None:
         if self._lease_timer is not None and self._lease_timer.running:
             self._lease_timer.stop()
         super().close_spider()
         queue = leased_queue(self.crawler)
-        if queue is not None:
+        if queue is not None and not self.unpublished:
             acked = queue.ack_done()
             log.info("%d leases acknowledged at close", acked)

@@ -3,12 +3,18 @@
 `RedisRateLimiter` implements `crawler.ratelimit.RateLimiter` for several crawl
 processes (on one or many machines behind one IP or API key): every request start is
 reserved by one Lua script run atomically inside Redis, against Redis's own clock, at
-most ``2/rate`` seconds ahead, on a schedule that spaces starts ``1/rate`` seconds apart;
-the process sleeps until its start and records the real start time. All processes
-together never start more than ``floor(rate)`` requests in any 1-second window (plus
-``PUBMED_REDIS_RATE_MARGIN`` seconds: a request reaches the server some milliseconds
-after its start, more when its process is busy parsing or writing, and the processes'
-delays differ), counted over real start times. The state lives under one key per route
+most ``2/rate``
+seconds ahead, on a schedule that spaces starts ``(1 + margin) / floor(rate)`` seconds
+apart; the process sleeps until its start and records the real start time. All
+processes together never start more than ``floor(rate)`` requests in any ``1 + margin``
+seconds, counted over real start times, so the server sees at most ``floor(rate)``
+arrivals in any second while the grant-to-arrival delays of the requests differ by less
+than the margin. Each process measures those delays (`crawler.ratelimit.DelayGauge`: how
+late it woke for a reserved start, how much slower than its fastest recent answer each
+answer was) and reports its margin, ``PUBMED_REDIS_RATE_MARGIN`` plus the largest recent
+delay, at most ``PUBMED_RATE_MARGIN_MAX``; the shared schedule uses the largest margin
+any process reported in the last 10 seconds, so one stalled process widens everyone's
+spacing. The state lives under one key per route
 (``PUBMED_REDIS_RATE_KEY``, by default derived from the E-utilities host and a hash of
 the API key, never the key itself):
 
@@ -19,7 +25,7 @@ the API key, never the key itself):
   lower ``X-RateLimit-Limit`` the server announced), ``rate`` (the current rate, halved
   after each 429 and climbing back over the following answers), ``next`` (the earliest
   time of the next reservation) and ``blocked`` (a ``Retry-After`` pause every process
-  honours).
+  honours), ``margin`` and ``margin_at`` (the widest margin reported lately).
 
 Switched on by ``PUBMED_REDIS_URL`` (``PUBMED_RATE_LIMITER =
 "crawler.redis_ratelimit.RedisRateLimiter"``).
@@ -39,6 +45,8 @@ from urllib.parse import urlsplit
 
 from scrapy.exceptions import NotConfigured
 
+from crawler.ratelimit import RETRY_AFTER_MAX_S, DelayGauge
+
 if TYPE_CHECKING:
     from redis import Redis
     from scrapy.settings import BaseSettings
@@ -55,6 +63,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local want = tonumber(ARGV[1])
 local margin = tonumber(ARGV[2])
+local shared = tonumber(redis.call('HGET', KEYS[2], 'margin') or 0)
+local shared_at = tonumber(redis.call('HGET', KEYS[2], 'margin_at') or 0)
+if margin >= shared or now - shared_at > 10.0 then
+  redis.call('HSET', KEYS[2], 'margin', tostring(margin), 'margin_at', tostring(now))
+else
+  margin = shared
+end
 local maxr = tonumber(redis.call('HGET', KEYS[2], 'max') or want)
 if want < maxr then maxr = want end
 local rate = tonumber(redis.call('HGET', KEYS[2], 'rate') or maxr)
@@ -80,7 +95,9 @@ if at - now > horizon then
 end
 redis.call('ZADD', KEYS[1], at + tonumber(ARGV[5]), ARGV[3])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-redis.call('HSET', KEYS[2], 'next', tostring(at + 1.0 / rate))
+local gap = 1.0 / rate + margin
+if rate >= 1 then gap = (1.0 + margin) / n end
+redis.call('HSET', KEYS[2], 'next', tostring(at + gap))
 return {'1', tostring(at - now)}
 """
 
@@ -164,9 +181,11 @@ class RedisRateLimiter:
         rate: float,
         *,
         margin: float = 0.01,
+        max_margin: float = 0.25,
         recover_after: int = 10,
         max_wait: float = 1.0,
         cold_allowance: float = 0.2,
+        retry_after_max: float = RETRY_AFTER_MAX_S,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
@@ -174,7 +193,8 @@ class RedisRateLimiter:
         self.key = key
         self.max_rate = float(rate)
         self.rate = float(rate)
-        self.margin = margin
+        self.gauge = DelayGauge(margin, max_margin)
+        self.retry_after_max = retry_after_max
         self.recover_after = max(1, recover_after)
         self.max_wait = max_wait
         self.cold_allowance = cold_allowance
@@ -201,10 +221,17 @@ class RedisRateLimiter:
             key,
             settings.getfloat("PUBMED_RATE"),
             margin=settings.getfloat("PUBMED_REDIS_RATE_MARGIN", 0.03),
+            max_margin=settings.getfloat("PUBMED_RATE_MARGIN_MAX", 0.25),
             cold_allowance=settings.getfloat("PUBMED_REDIS_COLD_ALLOWANCE", 0.2),
+            retry_after_max=settings.getfloat("PUBMED_RETRY_AFTER_MAX", RETRY_AFTER_MAX_S),
         )
         log.info("rate limit %.2f requests/s shared through Redis %s under %s", limiter.max_rate, redacted(url), key)
         return limiter
+
+    @property
+    def margin(self) -> float:
+        """This process's margin (the schedule may use a wider one another process reported)."""
+        return self.gauge.margin
 
     def try_acquire(self, member: str, allowance: float) -> tuple[bool, float]:
         """One attempt: ``(True, s)`` when a start ``s`` seconds from now was reserved, else ``(False, s)``:
@@ -240,19 +267,26 @@ class RedisRateLimiter:
                 reserved, wait = self.try_acquire(member, allowance)
                 if reserved:
                     if wait > 0:
+                        planned = time.monotonic() + wait
                         await asyncio.sleep(wait)
+                        self.gauge.late(time.monotonic() - planned)
                     self._start(keys=[self._starts_key], args=[member, repr(allowance)])
                     self.granted += 1
                     return time.monotonic()
                 await asyncio.sleep(min(wait, self.max_wait))
 
     def penalise(self, retry_after: float | None) -> None:
-        pause = 1.0 if retry_after is None else max(0.0, retry_after)
+        pause = 1.0 if retry_after is None else min(self.retry_after_max, max(0.0, retry_after))
+        if retry_after is not None and retry_after > self.retry_after_max:
+            log.warning("Retry-After %g s capped at %g s (PUBMED_RETRY_AFTER_MAX)", retry_after, pause)
+        self.gauge.widen()
         self.rate = float(self._penalise(keys=[self._state_key], args=[repr(pause), repr(self.max_rate)]))
         self.penalties += 1
         log.info("HTTP 429: every process pauses %.1f s, shared rate now %.2f requests/s", pause, self.rate)
 
     def observe(self, limit: int | None, remaining: int | None, sent_at: float | None) -> None:
+        if sent_at is not None:
+            self.gauge.round_trip(time.monotonic() - sent_at)
         announced = limit if limit is not None and limit > 0 else 0
         if announced and announced < self.max_rate:
             log.info("server allows %d requests/s; lowering the shared rate from %.2f", announced, self.max_rate)

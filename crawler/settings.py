@@ -22,7 +22,9 @@ PUBMED_STORE = "data/pubmed"
 
 # Requests per second for the whole crawl: NCBI allows 3, or 10 with an API key.
 PUBMED_RATE = 10.0 if os.environ.get("NCBI_API_KEY") else 3.0
-PUBMED_RATE_MARGIN = 0.01  # seconds added to each 1/rate gap, against start-to-arrival jitter
+PUBMED_RATE_MARGIN = 0.02  # seconds of grant-to-arrival jitter always allowed for, besides what is measured
+PUBMED_RATE_MARGIN_MAX = 0.25  # the measured margin never grows past this (the crawl then runs at 1/1.25 the rate)
+PUBMED_RETRY_AFTER_MAX = 60.0  # a server's Retry-After (or X-RateLimit wish) is capped at this many seconds
 PUBMED_RATE_COLD_ALLOWANCE = 0.1  # seconds a request after a quiet spell (new connection) may arrive late
 PUBMED_RATE_LIMITER = "crawler.ratelimit.LocalRateLimiter"
 
@@ -39,6 +41,7 @@ PUBMED_REDIS_RATE_MARGIN = 0.03  # seconds added to the shared 1-second window a
 PUBMED_BATCH_SIZE = 200
 PUBMED_FETCH_ROUNDS = 3  # the first request plus re-requests in halved batches
 PUBMED_MAX_PMID = 99_999_999  # upper end of the PMID range that large queries are split over
+PUBMED_ESEARCH_MAX_SPLITS = 20_000  # a query needing more PMID-range splits fails with a clear error
 
 # Writing to the store.
 PUBMED_PART_ROWS = 10_000
@@ -47,7 +50,7 @@ PUBMED_FLUSH_SECONDS = 5.0
 
 # Progress and summary.
 PUBMED_PROGRESS_INTERVAL = 10.0  # seconds between progress log lines
-PUBMED_MISSING_SHOWN = 20  # PMIDs listed in the summary line; all go to <store>/crawl-missing.txt
+PUBMED_MISSING_SHOWN = 20  # PMIDs listed per kind in the summary line; all go to crawl-missing.txt / crawl-failed.txt
 
 # Retries: bounded attempts with exponential backoff.
 RETRY_ENABLED = True
@@ -56,6 +59,9 @@ RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 408, 522, 524]
 PUBMED_RETRY_BACKOFF = 0.5
 PUBMED_RETRY_BACKOFF_MAX = 30.0
 DOWNLOAD_TIMEOUT = 60
+# A 200-PMID efetch answer is about 1 MB: anything past 32 MiB (compressed or unpacked) is a failed request.
+DOWNLOAD_MAXSIZE = 32 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 8 * 1024 * 1024
 
 # The limiter sets the pace: no Scrapy delays, no AutoThrottle, no randomized delay.
 DOWNLOAD_DELAY = 0
@@ -75,6 +81,9 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "scrapy.downloadermiddlewares.cookies.CookiesMiddleware": None,
     "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
+    # E-utilities never redirect: a 3xx is a failed request (its Location logged), so no form body (and no
+    # API key) is ever sent anywhere else.
+    "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": None,
     "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
     "scrapy.downloadermiddlewares.httpauth.HttpAuthMiddleware": None,
     "crawler.middlewares.EutilsRetryMiddleware": 550,

@@ -2,12 +2,15 @@
 
 A row is a plain ``dict`` keyed by field name. `validate_article` checks one row against
 `ARTICLE_SCHEMA` and raises `SchemaError` naming the offending field, so a bad record
-never reaches a Parquet part.
+never reaches a Parquet part. `check_pmid` and `parse_pmid` are the one PMID check of the
+project (store rows, crawl inputs and responses, the trainer's question files): a PMID is
+an integer from 1 to `PMID_MAX`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +65,26 @@ class SchemaError(ValueError):
     """A row does not match the article schema; the message names the field."""
 
 
+# PMIDs are 8 digits today; 10 digits leave room and keep ``pmid << 8 | chunk`` ids inside int64.
+PMID_MAX = 9_999_999_999
+_PMID_TEXT = re.compile(r"[0-9]{1,10}")
+
+
+def check_pmid(value: object) -> int:
+    """``value`` if it is a PMID (an int, not a bool, from 1 to `PMID_MAX`); else ValueError naming it."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= PMID_MAX:
+        return value
+    raise ValueError(f"not a PMID (an integer from 1 to {PMID_MAX}): {value!r}")
+
+
+def parse_pmid(text: str) -> int:
+    """The PMID written in ``text`` (ASCII digits, surrounding whitespace allowed); else ValueError."""
+    stripped = text.strip()
+    if not _PMID_TEXT.fullmatch(stripped):
+        raise ValueError(f"not a PMID (an integer from 1 to {PMID_MAX}): {text!r}")
+    return check_pmid(int(stripped))
+
+
 _STRING_FIELDS = ("title", "vernacular_title", "abstract", "journal", "pub_date", "doi")
 _LIST_FIELDS = ("authors", "mesh_terms", "publication_types", "language")
 _INT32_MAX = 2**31 - 1
@@ -82,9 +105,10 @@ def validate_article(row: Mapping[str, Any]) -> dict[str, Any]:
         raise SchemaError(f"unknown field {unknown[0]!r}{_where(row)}; known: {', '.join(ARTICLE_SCHEMA.names)}")
     out: dict[str, Any] = {}
     pmid = row.get("pmid")
-    if not isinstance(pmid, int) or isinstance(pmid, bool) or pmid <= 0:
-        raise SchemaError(f"field 'pmid' must be a positive integer, got {pmid!r}")
-    out["pmid"] = pmid
+    try:
+        out["pmid"] = check_pmid(pmid)
+    except ValueError:
+        raise SchemaError(f"field 'pmid' must be an integer from 1 to {PMID_MAX}, got {pmid!r}") from None
     version = row.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= _INT32_MAX:
         raise SchemaError(f"field 'version' must be an integer >= 1, got {version!r}{_where(row)}")

@@ -3,7 +3,9 @@
 Layout: ``<store>/articles/part-*.parquet`` and ``<store>/deletions/part-*.parquet``.
 Rows are validated against the schema, buffered, and every ``part_rows`` rows one part
 is written through `store.atomic`, so a closed part is always complete and readable and
-a crash loses only the rows not yet flushed. Part names carry a UTC timestamp, the
+a crash loses only the rows not yet flushed. A part that cannot be written (a full disk)
+raises and leaves its rows buffered for the next flush; only published rows count in
+``articles_written``. Part names carry a UTC timestamp, the
 process id and a random token, so any number of writers (processes, machines sharing a
 folder) can append to one store side by side.
 """
@@ -23,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.atomic import atomic_write
-from store.schema import ARTICLE_SCHEMA, DELETION_SCHEMA, SchemaError, validate_article
+from store.schema import ARTICLE_SCHEMA, DELETION_SCHEMA, PMID_MAX, SchemaError, check_pmid, validate_article
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,12 @@ class ArticleWriter:
         """Record DeleteCitation PMIDs; readers drop articles fetched before the deletion."""
         now = dt.datetime.now(dt.UTC)
         for pmid in pmids:
-            if not isinstance(pmid, int) or isinstance(pmid, bool) or pmid <= 0:
-                raise SchemaError(f"field 'pmid' of a deletion must be a positive integer, got {pmid!r}")
+            try:
+                check_pmid(pmid)
+            except ValueError:
+                raise SchemaError(
+                    f"field 'pmid' of a deletion must be a PMID (1 to {PMID_MAX}), got {pmid!r}"
+                ) from None
             self._deletions.append({"pmid": pmid, "source": source, "deleted_at": now})
         if len(self._deletions) >= self.part_rows:
             self._flush_deletions()

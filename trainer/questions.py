@@ -6,6 +6,7 @@ names the file, the question (position and id) and the field.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,6 +14,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from store.schema import check_pmid
+from store.schema import parse_pmid as parse_pmid_text
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +60,14 @@ def _read_json(path: str | os.PathLike[str]) -> Any:
 
 def parse_pmid(value: Any, where: str) -> int:
     """A PMID from an int, a digit string or a PubMed URL (``.../pubmed/123``)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            return check_pmid(value)
     if isinstance(value, str):
         match = _PMID_URL.search(value.strip())
         if match:
-            return int(match.group(1))
+            with contextlib.suppress(ValueError):
+                return parse_pmid_text(match.group(1))
     raise QuestionFileError(f"{where}: not a PMID or PubMed URL: {value!r}")
 
 

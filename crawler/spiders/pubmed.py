@@ -9,13 +9,17 @@ Exactly one input::
 PMIDs already in the store (``PUBMED_STORE``) are skipped, so a rerun after a crash
 fetches only what is missing. Records are fetched with efetch POSTs of
 ``PUBMED_BATCH_SIZE`` PMIDs; the records of every answer are counted and PMIDs it lacked
-are asked for again, up to ``PUBMED_FETCH_ROUNDS`` rounds, then reported as missing.
+are asked for again, up to ``PUBMED_FETCH_ROUNDS`` rounds, then reported as missing (not
+in PubMed); PMIDs whose requests kept failing are reported as failed. Records of PMIDs
+the batch did not ask for are dropped, and a record whose PMID is out of bounds makes
+the whole answer unusable (retried like a malformed body).
 Batches are cut only when the downloader has room for another request, so PMIDs to ask
 for again ride along in a batch still to be cut (usually the last, partial one) instead
 of costing a request of their own; once every batch is cut, they go out in smaller
 batches of their own. A query is run with esearch; when it finds more than 9,999 PMIDs
 (the most esearch will list) it is split by PMID range, halving the range until each
-part fits, and the PMIDs collected are checked against the reported Count.
+part fits (at most ``PUBMED_ESEARCH_MAX_SPLITS`` splits), and the PMIDs collected are
+checked against the reported Count. Unknown or empty ``-a`` arguments are usage errors.
 """
 
 from __future__ import annotations
@@ -43,10 +47,23 @@ ESEARCH_LIMIT = 9999
 BACKOUT_POLL_S = 0.02  # how often start() looks whether the downloader has room for the next batch
 USAGE = 'give exactly one of -a pmids=FILE, -a bioasq=FILE or -a query="TERM"'
 INPUTS = ("pmids", "bioasq", "query")
+# Arguments that narrow a query by date (passed on to esearch).
+DATE_ARGUMENTS = ("mindate", "maxdate", "reldate", "datetype")
+KNOWN_ARGUMENTS = INPUTS + DATE_ARGUMENTS
+_email_warned = False
 
 
 class InputError(ValueError):
     """A crawl input that cannot be used; the message names the argument, file and line."""
+
+
+def check_arguments(args: dict[str, Any]) -> None:
+    """Raise `InputError` for an unknown ``-a`` argument or an empty one (a typo like ``-a pmid=``)."""
+    for name, value in args.items():
+        if name not in KNOWN_ARGUMENTS:
+            raise InputError(f"unknown argument -a {name}; known: {', '.join(KNOWN_ARGUMENTS)} ({USAGE})")
+        if not str(value).strip():
+            raise InputError(f"argument -a {name} is empty ({USAGE})")
 
 
 def choose_input(args: dict[str, Any]) -> tuple[str, str]:
@@ -101,6 +118,7 @@ class PubmedSpider(scrapy.Spider):
     batch_size: int
     fetch_rounds: int
     max_pmid: int
+    max_splits: int
     store_path: str
     cut_lazily: bool
     common_params: dict[str, str]
@@ -112,7 +130,11 @@ class PubmedSpider(scrapy.Spider):
         self.requested: dict[int, None] = dict.fromkeys(self.input_ids)
         self.skip: set[int] = set()
         self.fetched: set[int] = set()
-        self.missing: dict[int, str] = {}
+        self.missing: dict[int, str] = {}  # not in PubMed: asked for in every round, never returned
+        self.failed: dict[int, str] = {}  # requests failed (or records unusable) in every round: retried next run
+        self.store_error: str | None = None
+        self.search_failures: list[str] = []
+        self.splits = 0
         self.queued: list[int] = []
         # PMIDs waiting for a batch to be cut, and the re-request round of those asked for again.
         self.pending: deque[int] = deque()
@@ -138,10 +160,15 @@ class PubmedSpider(scrapy.Spider):
         spider.batch_size = max(1, settings.getint("PUBMED_BATCH_SIZE"))
         spider.fetch_rounds = max(1, settings.getint("PUBMED_FETCH_ROUNDS"))
         spider.max_pmid = settings.getint("PUBMED_MAX_PMID")
+        spider.max_splits = settings.getint("PUBMED_ESEARCH_MAX_SPLITS")
         spider.store_path = settings.get("PUBMED_STORE")
         # A distributed crawl re-cuts the start batches itself (crawler.redis_crawl): no lazy cutting there.
         spider.cut_lazily = not settings.get("PUBMED_REDIS_URL")
         params = {"tool": settings.get("PUBMED_TOOL"), "email": settings.get("NCBI_EMAIL")}
+        global _email_warned
+        if not params["email"] and not _email_warned:
+            _email_warned = True
+            log.warning("NCBI_EMAIL is not set: NCBI asks every E-utilities client for a contact address")
         # The key comes from the environment only and travels in POST bodies, never in URLs or logs.
         params["api_key"] = os.environ.get("NCBI_API_KEY", "")
         spider.common_params = {k: v for k, v in params.items() if v}
@@ -178,7 +205,14 @@ class PubmedSpider(scrapy.Spider):
         return self._post("esearch", {"span": span}, 10, term=term, retstart="0", retmax=str(ESEARCH_LIMIT))
 
     async def start(self) -> AsyncIterator[Any]:
-        self.skip = self._stored()
+        try:
+            self.skip = stored_pmids(self.store_path)
+        except StoreError as exc:
+            self.store_error = str(exc)
+            log.error(
+                "cannot read the store %s: %s; nothing fetched (fix or move it, then rerun)", self.store_path, exc
+            )
+            return
         if self.input_kind == "query":
             yield self.esearch(None)
             return
@@ -214,12 +248,6 @@ class PubmedSpider(scrapy.Spider):
             size = min(self.batch_size, len(self.pending))
             yield self.efetch([self.pending.popleft() for _ in range(size)])
 
-    def _stored(self) -> set[int]:
-        try:
-            return stored_pmids(self.store_path)
-        except StoreError:
-            return set()
-
     def _stat(self, key: str, value: int = 1, *, set_: bool = True) -> None:
         stats = self.crawler.stats
         assert stats is not None
@@ -233,12 +261,23 @@ class PubmedSpider(scrapy.Spider):
     def parse_efetch(self, response: Response) -> list[Any]:
         result = parse_efetch(response.body)  # MalformedXMLError / EutilsError: retried by middleware
         wanted: list[int] = response.meta["pmids"]
+        asked = set(wanted)
         out: list[Any] = []
-        if result.deleted:
-            out.append(DeletedPmids(result.deleted))
+        deleted = [p for p in result.deleted if p in asked]
+        if deleted:
+            out.append(DeletedPmids(deleted))
         returned: set[int] = set()
+        foreign = [row["pmid"] for row in result.articles if row["pmid"] not in asked]
+        foreign += [p for p in result.deleted if p not in asked]
+        if foreign:
+            self._stat("pubmed/unexpected_pmids", len(foreign), set_=False)
+            log.warning(
+                "efetch answer held %d PMIDs the batch did not ask for (dropped): %s", len(foreign), foreign[:5]
+            )
         for row in result.articles:
             pmid = row["pmid"]
+            if pmid not in asked:
+                continue
             returned.add(pmid)
             if pmid not in self.fetched:
                 self.fetched.add(pmid)
@@ -250,7 +289,9 @@ class PubmedSpider(scrapy.Spider):
             out.extend(self._fetch_again(lacking, response.meta.get("rounds", {}), "not returned by efetch"))
         return out
 
-    def _fetch_again(self, pmids: Iterable[int], rounds: dict[int, int], reason: str) -> Iterator[Request]:
+    def _fetch_again(
+        self, pmids: Iterable[int], rounds: dict[int, int], reason: str, *, failed: bool = False
+    ) -> Iterator[Request]:
         """Ask again for PMIDs an answer lacked, until their rounds run out.
 
         While batches are still being cut they join the PMIDs waiting for one; after
@@ -264,12 +305,18 @@ class PubmedSpider(scrapy.Spider):
             round_ = rounds.get(pmid, 0) + 1
             if round_ >= self.fetch_rounds:
                 given_up.append(pmid)
-                self.missing[pmid] = reason
+                if failed:
+                    self.missing.pop(pmid, None)
+                    self.failed[pmid] = reason
+                else:
+                    self.failed.pop(pmid, None)
+                    self.missing[pmid] = reason
             else:
                 self.rounds[pmid] = round_
                 again.append(pmid)
         if given_up:
             self._stat("pubmed/missing", len(self.missing))
+            self._stat("pubmed/failed", len(self.failed))
             log.info("%d PMIDs given up after %d rounds (%s)", len(given_up), self.fetch_rounds, reason)
         if not again:
             return
@@ -293,10 +340,10 @@ class PubmedSpider(scrapy.Spider):
         if "pmids" in request.meta:
             log.warning("efetch of %d PMIDs failed: %s", len(request.meta["pmids"]), reason)
             rounds = request.meta.get("rounds", {})
-            yield from self._fetch_again(request.meta["pmids"], rounds, f"efetch failed: {reason}")
+            yield from self._fetch_again(request.meta["pmids"], rounds, f"efetch failed: {reason}", failed=True)
             return
         span = request.meta.get("span")
-        self.search_problems.append(f"esearch {span or 'query'} failed: {reason}")
+        self.search_failures.append(f"esearch {span or 'query'} failed: {reason}")
         self.searches_pending -= 1
         yield from self._search_done()
 
@@ -312,13 +359,20 @@ class PubmedSpider(scrapy.Spider):
             log.info("esearch %r: Count %d", self.input_value, result.count)
         if result.count > ESEARCH_LIMIT:
             lo, hi = span or (1, self.max_pmid)
-            if lo < hi:
+            if lo < hi and self.splits >= self.max_splits:
+                if not any("PUBMED_ESEARCH_MAX_SPLITS" in f for f in self.search_failures):
+                    self.search_failures.append(
+                        f"esearch {self.input_value!r} needed more than PUBMED_ESEARCH_MAX_SPLITS={self.max_splits} "
+                        "PMID-range splits; narrow the query (dates, terms) or raise the setting"
+                    )
+            elif lo < hi:
+                self.splits += 1
                 mid = (lo + hi) // 2
                 self._stat("pubmed/esearch_splits", set_=False)
                 yield self.esearch((lo, mid))
                 yield self.esearch((mid + 1, hi))
             else:
-                self.search_problems.append(f"PMID {lo} alone matches {result.count} records")
+                self.search_failures.append(f"PMID {lo} alone matches {result.count} records")
         else:
             if len(result.ids) != result.count:
                 self.search_problems.append(f"range {span}: Count {result.count} but {len(result.ids)} PMIDs listed")
@@ -351,6 +405,8 @@ class PubmedSpider(scrapy.Spider):
             self.search_problems.append(f"esearch Count was {self.search_count} but {found} PMIDs were collected")
         for problem in self.search_problems:
             log.warning("%s", problem)
+        for failure in self.search_failures:
+            log.error("%s", failure)
         log.info(
             "esearch %r: %d PMIDs collected (Count %s), %d already stored",
             self.input_value,
