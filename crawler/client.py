@@ -1,12 +1,18 @@
 """A small asyncio client for fetching a few thousand PMIDs outside Scrapy.
 
 `fetch_pubmed` posts batched efetch requests at most ``rate`` per second (one
-`aiolimiter.AsyncLimiter` for the whole call, paused after a 429 for its
-``Retry-After``), retries transient failures with backoff (tenacity: 429, 5xx,
+`crawler.ratelimit.LocalRateLimiter` for the whole call, the crawl's own limiter with
+its measured margin against jitter, paused after a 429 for its ``Retry-After``, capped
+at ``retry_after_max``), retries transient failures with backoff (tenacity: 429, 5xx,
 timeouts, dropped connections, truncated or malformed XML, error documents inside HTTP
 200), counts the records of every batch, asks once more for the PMIDs a batch lacked,
 and reports the rest as missing. Records are parsed by `crawler.pubmed_xml`, exactly as
-the spider and the baseline loader parse them.
+the spider and the baseline loader parse them. Records of PMIDs the batch did not ask
+for are dropped; a record whose PMID is out of bounds makes the answer unusable.
+
+Bounds: redirects are never followed (a 3xx is a `FetchError` naming its ``Location``,
+so the form body and API key never go anywhere else), and an answer is read at most
+``max_bytes`` (32 MiB by default, after decompression) before it is a `FetchError`.
 
 The NCBI API key comes from ``api_key`` or the environment (``NCBI_API_KEY``); it goes
 in the POST body only and is never logged.
@@ -24,17 +30,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from crawler.eutils_responses import EutilsError
 from crawler.pubmed_xml import MalformedXMLError, parse_efetch
+from crawler.ratelimit import RATE_LIMIT_MAX, RETRY_AFTER_MAX_S, LocalRateLimiter, bounded_header
+from store.schema import check_pmid
 
 log = logging.getLogger(__name__)
 
 NCBI_EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
 DEFAULT_TOOL = "pubmed-pipeline"
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_BYTES = 32 * 1024 * 1024  # a 200-PMID answer is about 1 MB
+_READ_CHUNK = 1 << 16
 
 
 class TransientHTTPError(RuntimeError):
@@ -58,13 +67,7 @@ class FetchResult:
     missing: list[int] = field(default_factory=list)
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
+_PARSE_ERRORS = (MalformedXMLError, EutilsError, RecursionError)
 
 
 class _Fetcher:
@@ -77,21 +80,23 @@ class _Fetcher:
         form: dict[str, str],
         max_attempts: int,
         backoff: float,
+        retry_after_max: float = RETRY_AFTER_MAX_S,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         self.session = session
         self.url = url
-        # capacity 1: requests are spaced 1/rate apart, never bursting above the rate
-        self.limiter = AsyncLimiter(1, 1.0 / rate)
+        self.limiter = LocalRateLimiter(rate, retry_after_max=retry_after_max)
+        self.retry_after_max = retry_after_max
+        self.max_bytes = max_bytes
         self.form = form
         self.max_attempts = max_attempts
         self.backoff = backoff
-        self.paused_until = 0.0
         self.retries = 0
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientHTTPError) and exc.retry_after is not None:
-            return exc.retry_after
+            return 0.0 if exc.status == 429 else exc.retry_after  # after a 429 the limiter holds every request
         return min(30.0, self.backoff * 2 ** (state.attempt_number - 1)) * (0.5 + random.random() / 2)
 
     def _before_sleep(self, state: RetryCallState) -> None:
@@ -100,30 +105,45 @@ class _Fetcher:
         log.info("efetch attempt %d failed (%s); retrying", state.attempt_number, exc)
 
     async def _post(self, ids: Sequence[int]) -> bytes:
-        delay = self.paused_until - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        async with self.limiter:
-            data = {**self.form, "id": ",".join(map(str, ids))}
-            async with self.session.post(f"{self.url}/efetch.fcgi", data=data) as response:
-                if response.status in _RETRY_STATUSES:
-                    wait = _retry_after(response.headers.get("Retry-After"))
-                    if response.status == 429:
-                        self.paused_until = max(self.paused_until, time.monotonic() + (wait or 1.0))
-                    raise TransientHTTPError(response.status, wait)
-                if response.status != 200:
-                    text = (await response.text(errors="replace"))[:200]
-                    raise FetchError(f"efetch answered HTTP {response.status}: {text.strip()}")
-                return await response.read()
+        sent_at = await self.limiter.acquire()
+        data = {**self.form, "id": ",".join(map(str, ids))}
+        async with self.session.post(f"{self.url}/efetch.fcgi", data=data, allow_redirects=False) as response:
+            headers = response.headers
+            if 300 <= response.status < 400:
+                location = headers.get("Location", "")[:300]
+                log.warning("efetch answered HTTP %d redirecting to %r: not followed", response.status, location)
+                raise FetchError(f"efetch answered HTTP {response.status} redirecting to {location!r}: refused")
+            if response.status in _RETRY_STATUSES:
+                wait = bounded_header("Retry-After", headers.get("Retry-After"), 0.0, self.retry_after_max)
+                if response.status == 429:
+                    self.limiter.penalise(wait)
+                raise TransientHTTPError(response.status, wait)
+            if response.status != 200:
+                text = (await response.content.read(200)).decode("utf-8", "replace")
+                raise FetchError(f"efetch answered HTTP {response.status}: {text.strip()}")
+            body = await self._read(response)
+            limit = bounded_header("X-RateLimit-Limit", headers.get("X-RateLimit-Limit"), 1.0, RATE_LIMIT_MAX)
+            left = bounded_header("X-RateLimit-Remaining", headers.get("X-RateLimit-Remaining"), 0.0, RATE_LIMIT_MAX)
+            self.limiter.observe(None if limit is None else int(limit), None if left is None else int(left), sent_at)
+            return body
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The (decompressed) body, at most ``max_bytes``: a larger one is a `FetchError`."""
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await response.content.read(_READ_CHUNK):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise FetchError(f"efetch answer is larger than {self.max_bytes} bytes: refused")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def fetch(self, ids: Sequence[int]) -> list[dict[str, Any]]:
         """One efetch batch, retried until it parses; returns its article rows."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=self._wait,
-            retry=retry_if_exception_type(
-                (TransientHTTPError, aiohttp.ClientError, TimeoutError, MalformedXMLError, EutilsError)
-            ),
+            retry=retry_if_exception_type((TransientHTTPError, aiohttp.ClientError, TimeoutError, *_PARSE_ERRORS)),
             before_sleep=self._before_sleep,
             reraise=True,
         )
@@ -132,7 +152,7 @@ class _Fetcher:
                 with attempt:
                     body = await self._post(ids)
                     return parse_efetch(body, source="efetch").articles
-        except (TransientHTTPError, aiohttp.ClientError, TimeoutError, MalformedXMLError, EutilsError) as exc:
+        except (TransientHTTPError, aiohttp.ClientError, TimeoutError, *_PARSE_ERRORS) as exc:
             raise FetchError(
                 f"efetch of {len(ids)} PMIDs ({ids[0]}..{ids[-1]}) failed after {self.max_attempts} attempts: "
                 f"{type(exc).__name__}: {exc}"
@@ -143,6 +163,11 @@ class _Fetcher:
         """Fetch ``ids``; PMIDs the answer lacks are asked for once more, then reported missing."""
         rows = await self.fetch(ids)
         wanted = set(ids)
+        foreign = [r["pmid"] for r in rows if r["pmid"] not in wanted]
+        if foreign:
+            log.warning(
+                "efetch answer held %d PMIDs the batch did not ask for (dropped): %s", len(foreign), foreign[:5]
+            )
         rows = [r for r in rows if r["pmid"] in wanted]
         got = {r["pmid"] for r in rows}
         lacking = [p for p in ids if p not in got]
@@ -162,10 +187,7 @@ class _Fetcher:
 def _unique(pmids: Iterable[int | str]) -> list[int]:
     out: dict[int, None] = {}
     for pmid in pmids:
-        value = int(pmid)
-        if value <= 0:
-            raise ValueError(f"not a PMID: {pmid!r}")
-        out.setdefault(value, None)
+        out.setdefault(check_pmid(int(pmid)), None)
     return list(out)
 
 
@@ -182,12 +204,15 @@ async def fetch_pubmed(
     max_attempts: int = 6,
     backoff: float = 0.5,
     concurrency: int = 4,
+    retry_after_max: float = RETRY_AFTER_MAX_S,
+    max_bytes: int = MAX_BYTES,
 ) -> FetchResult:
     """Fetch ``pmids`` with batched efetch POSTs and parse them into store article rows.
 
     ``rate`` defaults to 3 requests/second, or 10 when an API key is given or set in
     ``NCBI_API_KEY``. Each batch is retried up to ``max_attempts`` times (exponential
-    backoff from ``backoff`` seconds, or the server's ``Retry-After``). A requested PMID
+    backoff from ``backoff`` seconds; after a 429 every request waits for the server's
+    ``Retry-After``, at most ``retry_after_max`` seconds). A requested PMID
     missing from its batch's answer is asked for once more in a batch of just the
     missing ones, and listed in ``FetchResult.missing`` if it is still absent.
     Raises `FetchError` when a batch keeps failing.
@@ -213,7 +238,14 @@ async def fetch_pubmed(
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with aiohttp.ClientSession(timeout=client_timeout, headers={"User-Agent": f"{tool} (aiohttp)"}) as session:
         fetcher = _Fetcher(
-            session, eutils_url.rstrip("/"), rate=rate, form=form, max_attempts=max_attempts, backoff=backoff
+            session,
+            eutils_url.rstrip("/"),
+            rate=rate,
+            form=form,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            retry_after_max=retry_after_max,
+            max_bytes=max_bytes,
         )
         gate = asyncio.Semaphore(max(1, concurrency))
 
