@@ -28,7 +28,17 @@ Misbehaviour, per server:
   half), ``error_xml`` (200, ``<eFetchResult><ERROR>``), ``error_json`` (200,
   ``{"error": ...}``), ``short`` (200, the last third of the requested records left out,
   once), ``hang`` (sleeps ``hang_seconds`` before answering) and ``drop`` (connection
-  closed without an answer).
+  closed without an answer). Hostile kinds: ``foreign_pmid`` (200, the answer also holds
+  a record nobody asked for), ``huge_pmid`` (200, plus a record whose PMID is 10^20),
+  ``deep`` (200, plus a record nested 1,200 elements deep), ``gzip_bomb`` (200,
+  ``Content-Encoding: gzip`` of 100 MiB of zeros) and ``count_too_large`` (esearch:
+  ``Count`` 10^6 for every term and range, no PMIDs). ``fault_all=kind`` gives every
+  request that fault.
+- ``jitter=S``: every request waits a random 0-S seconds before the server reads it (and
+  logs its arrival and counts it against ``rate_limit``), like a jittery network.
+- ``redirect_to=URL``: every E-utilities request is answered ``307`` to ``URL`` plus
+  its path and query (see `crawler.local_recorder` for a server that records what
+  reaches it).
 
 Use from Python (the server runs on its own thread and event loop)::
 
@@ -65,7 +75,37 @@ from lxml import etree
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("429", "500", "502", "503", "truncated", "error_xml", "error_json", "short", "hang", "drop")
+FAULT_KINDS = (
+    "429",
+    "500",
+    "502",
+    "503",
+    "truncated",
+    "error_xml",
+    "error_json",
+    "short",
+    "hang",
+    "drop",
+    "foreign_pmid",
+    "huge_pmid",
+    "deep",
+    "gzip_bomb",
+    "count_too_large",
+)
+HUGE_PMID = 10**20
+DEEP_LEVELS = 1200
+BOMB_BYTES = 100 * 1024 * 1024
+_bomb: bytes | None = None
+
+
+def gzip_bomb() -> bytes:
+    """100 MiB of zeros, gzipped (about 100 KB), made once per process."""
+    global _bomb
+    if _bomb is None:
+        _bomb = gzip.compress(bytes(BOMB_BYTES), compresslevel=9)
+    return _bomb
+
+
 ESEARCH_LIMIT = 9999
 BASE_PATH = "/entrez/eutils"
 
@@ -175,6 +215,9 @@ class LocalEutils:
         seed: int = 0,
         retry_after: float = 1.0,
         hang_seconds: float = 30.0,
+        fault_all: str | None = None,
+        jitter: float = 0.0,
+        redirect_to: str | None = None,
         port: int = 0,
     ) -> None:
         self.records = dict(records or {})
@@ -187,6 +230,11 @@ class LocalEutils:
         self.fault_kinds = tuple(fault_kinds)
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
+        if fault_all is not None:
+            _check_kind(fault_all)
+        self.fault_all = fault_all
+        self.jitter = max(0.0, jitter)
+        self.redirect_to = redirect_to.rstrip("/") if redirect_to else None
         self.set_faults(faults or {})
         for kind in self.fault_kinds:
             _check_kind(kind)
@@ -335,7 +383,7 @@ class LocalEutils:
 
     def _pick_fault(self, n: int, endpoint: str) -> str | None:
         with self._lock:
-            fault = self.faults.get(n)
+            fault = self.faults.get(n, self.fault_all)
             drawn = fault is None and endpoint == "efetch" and self.fault_rate > 0 and self.fault_kinds
             if drawn and self._random.random() < self.fault_rate:
                 fault = self._random.choice(self.fault_kinds)
@@ -344,6 +392,10 @@ class LocalEutils:
             return fault
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.jitter:
+            with self._lock:
+                delay = self._random.uniform(0.0, self.jitter)
+            await asyncio.sleep(delay)
         arrived = time.time()
         params: dict[str, str] = dict(request.query)
         if request.method == "POST":
@@ -366,6 +418,10 @@ class LocalEutils:
         )
         with self._lock:
             self._log.append(entry)
+        if self.redirect_to is not None:
+            entry.status = 307
+            target = self.redirect_to + request.path_qs
+            return web.Response(status=307, headers={"Location": target}, text="moved\n")
         n, limited, remaining = self._admit(time.monotonic())
         headers = {}
         if self.rate_limit is not None:
@@ -396,13 +452,18 @@ class LocalEutils:
             return web.Response(body=body, content_type="text/xml", headers=headers)
         elif fault == "error_json":
             return web.json_response({"error": "Backend server error, please retry"}, headers=headers)
+        elif fault == "gzip_bomb":
+            headers.update({"Content-Encoding": "gzip", "Content-Type": "text/xml"})
+            return web.Response(body=gzip_bomb(), headers=headers)
 
         if endpoint == "efetch":
             body, entry.returned = self._efetch(params, ids, short=fault == "short")
             if fault == "truncated":
                 body = body[: max(1, len(body) // 2)]
+            elif fault in ("foreign_pmid", "huge_pmid", "deep"):
+                body = body[: -len(_TAIL)] + self._hostile_record(fault, ids) + b"\n" + _TAIL
             return web.Response(body=body, content_type="text/xml", charset="utf-8", headers=headers)
-        body, content_type = self._esearch(params)
+        body, content_type = self._esearch(params, count_too_large=fault == "count_too_large")
         return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
     def _record(self, pmid: int) -> bytes | None:
@@ -422,7 +483,25 @@ class LocalEutils:
         found = [r for r in map(self._record, wanted) if r is not None]
         return _HEAD + b"\n".join(found) + b"\n" + _TAIL, len(found)
 
-    def _esearch(self, params: Mapping[str, str]) -> tuple[bytes, str]:
+    def _hostile_record(self, kind: str, ids: list[int]) -> bytes:
+        """A record that must not reach the store: a PMID not asked for, one out of bounds, or nesting."""
+        pmid, template = next(iter(self.records.items()))
+        forged = _Template(pmid, template)
+        if kind == "foreign_pmid":
+            return forged.render(max(ids, default=0) + 1_000_003)
+        if kind == "huge_pmid":
+            return forged.render(HUGE_PMID)
+        record = forged.render(ids[0] if ids else pmid)
+        deep = b"<i>" * DEEP_LEVELS + b"deep" + b"</i>" * DEEP_LEVELS
+        return re.sub(
+            rb"<ArticleTitle>.*?</ArticleTitle>",
+            b"<ArticleTitle>" + deep + b"</ArticleTitle>",
+            record,
+            count=1,
+            flags=re.S,
+        )
+
+    def _esearch(self, params: Mapping[str, str], *, count_too_large: bool = False) -> tuple[bytes, str]:
         as_json = params.get("retmode") == "json"
         retstart = int(params.get("retstart") or 0)
         retmax = min(int(params.get("retmax") or 20), 10_000)
@@ -436,11 +515,14 @@ class LocalEutils:
             ), "text/xml"
         ids = self._search(params.get("term", ""))
         page = ids[retstart : min(retstart + retmax, ESEARCH_LIMIT)]
+        count = 10**6 if count_too_large else len(ids)
+        if count_too_large:
+            page = []
         if as_json:
             doc = {
                 "header": {"type": "esearch", "version": "0.3"},
                 "esearchresult": {
-                    "count": str(len(ids)),
+                    "count": str(count),
                     "retmax": str(len(page)),
                     "retstart": str(retstart),
                     "idlist": [str(i) for i in page],
@@ -450,7 +532,7 @@ class LocalEutils:
         parts = [
             '<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSearchResult PUBLIC "-//NLM//DTD esearch 20060628//EN"'
             ' "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20060628/esearch.dtd">\n<eSearchResult>',
-            f"<Count>{len(ids)}</Count><RetMax>{len(page)}</RetMax><RetStart>{retstart}</RetStart><IdList>\n",
+            f"<Count>{count}</Count><RetMax>{len(page)}</RetMax><RetStart>{retstart}</RetStart><IdList>\n",
             "".join(f"<Id>{i}</Id>\n" for i in page),
             "</IdList><TranslationSet/>",
         ]

@@ -18,6 +18,11 @@ crawl's input): ``:requests`` (sorted set, scrapy-redis format), ``:leases``,
 ``:leased``, ``:lease_score``, ``:seeded``, ``:lease_ids``, ``:dupefilter``.
 ``pubmed_not_before`` (a ``time.monotonic`` backoff deadline) travels as wall-clock
 time, since monotonic clocks differ between machines.
+
+Entries are data only (`crawler.redis_entries`: JSON of the PMIDs, round and kind of a
+batch, never a pickle), and the popping worker rebuilds the request with its own spider,
+so the API key is added only when a request is sent and is never queued. An entry that
+does not validate is logged, dropped (its lease acknowledged) and never run.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from scrapy_redis import picklecompat
 from scrapy_redis.queue import PriorityQueue
 from scrapy_redis.scheduler import Scheduler
 
+from crawler.redis_entries import InvalidEntry, decode_entry, encode_entry, entry_of
 from crawler.redis_ratelimit import connect
 
 if TYPE_CHECKING:
@@ -43,7 +48,6 @@ log = logging.getLogger(__name__)
 LEASE_META = "pubmed_lease"
 SEED_META = "pubmed_seed"
 NOT_BEFORE_META = "pubmed_not_before"
-WALL_NOT_BEFORE_META = "pubmed_not_before_wall"
 
 # KEYS: queue, leases, leased, lease_score, lease_ids. ARGV: lease seconds, reap limit.
 # Puts expired leases back in the queue, then leases the best request: {lease id, data} or nil.
@@ -152,12 +156,13 @@ class LeasedQueue(PriorityQueue):
     def __init__(
         self, server: Redis, spider: Spider, key: str, serializer: Any = None, *, job: str, lease_seconds: float
     ):
-        super().__init__(server, spider, key, serializer if serializer is not None else picklecompat)
+        super().__init__(server, spider, key, _NO_PICKLE)  # whatever serializer was configured: JSON entries only
         self.keys = JobKeys(job)
         self.lease_seconds = lease_seconds
         self.held: set[str] = set()  # leases this worker holds (in flight or awaiting acknowledgement)
         self.done: set[str] = set()  # held leases whose output is handled, acknowledged after the next store flush
         self.reap_limit = 100
+        self.dropped = 0  # invalid entries dropped
         self._pop = server.register_script(_POP)
         self._push = server.register_script(_PUSH)
         self._ack = server.register_script(_ACK)
@@ -169,19 +174,27 @@ class LeasedQueue(PriorityQueue):
         return int(self.server.zcard(self.keys.queue))
 
     def _encode(self, request: Request) -> bytes:
-        meta = request.meta
-        saved = {k: meta.pop(k) for k in (LEASE_META, SEED_META) if k in meta}
-        not_before = meta.pop(NOT_BEFORE_META, None)
-        if not_before is not None:
-            meta[WALL_NOT_BEFORE_META] = time.time() + (float(not_before) - time.monotonic())
-        try:
-            data: bytes = self._encode_request(request)
-        finally:
-            meta.pop(WALL_NOT_BEFORE_META, None)
-            if not_before is not None:
-                meta[NOT_BEFORE_META] = not_before
-            meta.update(saved)
-        return data
+        not_before = request.meta.get(NOT_BEFORE_META)
+        wall = time.time() + (float(not_before) - time.monotonic()) if not_before is not None else None
+        return encode_entry(entry_of(request.meta, request.priority, wall))
+
+    def _decode(self, data: bytes) -> Request:
+        """Rebuild the request of a queue entry with this worker's spider; `InvalidEntry` if it is not one."""
+        entry = decode_entry(data)
+        spider: Any = self.spider
+        if entry.kind == "efetch":
+            request: Request = spider.efetch(entry.pmids)
+            request.meta["rounds"] = {p: r for p, r in entry.rounds.items() if p in set(entry.pmids)}
+            request.meta["round"] = entry.round
+        else:
+            request = spider.esearch(entry.span)
+            spider.searches_pending -= 1  # counted by the worker that asked for it
+        request.priority = entry.priority
+        if entry.retry_times:
+            request.meta["retry_times"] = entry.retry_times
+        if entry.not_before is not None:
+            request.meta[NOT_BEFORE_META] = time.monotonic() + (entry.not_before - time.time())
+        return request
 
     def push(self, request: Request) -> bool:
         """Queue ``request``; a retry replaces its lease, a seed is pushed only by its first claimant."""
@@ -198,18 +211,23 @@ class LeasedQueue(PriorityQueue):
 
     def pop(self, timeout: int = 0) -> Request | None:
         keys = [self.keys.queue, self.keys.leases, self.keys.leased, self.keys.lease_score, self.keys.lease_ids]
-        answer = self._pop(keys=keys, args=[self.lease_seconds, self.reap_limit])
-        if not answer:
-            return None
-        lease_raw, data = answer
-        lease = lease_raw.decode() if isinstance(lease_raw, bytes) else str(lease_raw)
-        request: Request = self._decode_request(data)
-        wall = request.meta.pop(WALL_NOT_BEFORE_META, None)
-        if wall is not None:
-            request.meta[NOT_BEFORE_META] = time.monotonic() + (float(wall) - time.time())
-        request.meta[LEASE_META] = lease
-        self.held.add(lease)
-        return request
+        for _ in range(self.reap_limit):
+            answer = self._pop(keys=keys, args=[self.lease_seconds, self.reap_limit])
+            if not answer:
+                return None
+            lease_raw, data = answer
+            lease = lease_raw.decode() if isinstance(lease_raw, bytes) else str(lease_raw)
+            try:
+                request = self._decode(data)
+            except InvalidEntry as exc:
+                self._ack(keys=[self.keys.leases, self.keys.leased, self.keys.lease_score], args=[lease])
+                self.dropped += 1
+                log.warning("dropped an invalid entry of the shared queue %s (%d bytes): %s", self.key, len(data), exc)
+                continue
+            request.meta[LEASE_META] = lease
+            self.held.add(lease)
+            return request
+        return None
 
     def mark_done(self, lease: str) -> None:
         """The output of ``lease``'s answer has been handled; it is acknowledged after the next store flush."""
@@ -252,6 +270,21 @@ class LeasedQueue(PriorityQueue):
 
     def clear(self) -> None:
         self.server.delete(self.keys.queue, self.keys.leases, self.keys.leased, self.keys.lease_score, self.keys.seeded)
+
+
+class _NoPickle:
+    """The serializer handed to scrapy-redis: entries are JSON (`LeasedQueue._encode`), never pickles."""
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        raise TypeError("the shared queue stores JSON entries only (crawler.redis_entries)")
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        raise TypeError("the shared queue stores JSON entries only (crawler.redis_entries)")
+
+
+_NO_PICKLE = _NoPickle()
 
 
 class RedisScheduler(Scheduler):

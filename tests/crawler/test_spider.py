@@ -38,7 +38,7 @@ def test_pmids_file_stores_exactly_the_known_articles_and_reports_the_rest(eutil
     assert result["missing_pmids"] == UNKNOWN
     assert result["stored"] == len(known)
     assert (store / "crawl-missing.txt").read_text().splitlines()[0].startswith(f"{UNKNOWN[0]}\t")
-    assert f"missing 3 [{', '.join(map(str, UNKNOWN))}" in done.stderr
+    assert f"not in PubMed 3 [{', '.join(map(str, UNKNOWN))}" in done.stderr
     # Unknown PMIDs are asked for a bounded number of times (PUBMED_FETCH_ROUNDS = 3), not forever.
     for pmid in UNKNOWN:
         assert sum(pmid in r.ids for r in server.requests()) == 3
