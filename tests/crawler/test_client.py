@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crawler.client import FetchError, fetch_pubmed, fetch_pubmed_sync
-from crawler.local_eutils import LocalEutils, load_records
+from crawler.local_eutils import LocalEutils, load_records, max_in_any_window
 from store.schema import validate_article
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pubmed"
@@ -110,6 +110,7 @@ def test_never_exceeds_the_rate(records: dict[int, bytes]) -> None:
         assert server.rate_limited == 0
         times = sorted(r.time for r in efetches(server))
         assert len(times) == 8
+        assert max_in_any_window(times) <= 4
         assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.2  # 1/4 s, minus timer slack
 
 
@@ -128,3 +129,47 @@ def test_async_api_and_bad_arguments(server: LocalEutils) -> None:
         fetch_pubmed_sync([1], eutils_url=server.url, batch_size=0)
     with pytest.raises(ValueError, match="not a PMID"):
         fetch_pubmed_sync([0], eutils_url=server.url)
+
+
+def test_a_redirect_is_refused_and_nothing_reaches_its_target(records: dict[int, bytes]) -> None:
+    from crawler.local_recorder import LocalRecorder
+
+    with LocalRecorder() as target, LocalEutils(records, redirect_to=target.url) as server:
+        with pytest.raises(FetchError, match=r"HTTP 307 redirecting to 'http://127\.0\.0\.1:\d+/entrez/eutils/efetch"):
+            fetch_pubmed_sync([9997], eutils_url=server.url, api_key="k3y-that-must-stay-home", **FAST)
+        assert target.received() == []
+        assert [r.api_key for r in efetches(server)] == ["k3y-that-must-stay-home"]
+
+
+def test_a_billion_second_retry_after_is_capped(records: dict[int, bytes]) -> None:
+    with LocalEutils(records, faults={1: "429"}, retry_after=1e9) as server:
+        result = fetch_pubmed_sync([9997], eutils_url=server.url, retry_after_max=0.5, **FAST)
+        assert [r["pmid"] for r in result.articles] == [9997]
+        first, second = efetches(server)
+        assert 0.45 <= second.time - first.time < 5
+
+
+def test_a_gzip_bomb_stops_at_the_read_cap(records: dict[int, bytes]) -> None:
+    with LocalEutils(records, fault_all="gzip_bomb") as server:
+        with pytest.raises(FetchError, match="larger than 1048576 bytes"):
+            fetch_pubmed_sync([9997], eutils_url=server.url, max_bytes=1 << 20, **FAST)
+
+
+def test_foreign_records_are_dropped_and_unusable_answers_fail(records: dict[int, bytes]) -> None:
+    with LocalEutils(records, fault_all="foreign_pmid") as server:
+        result = fetch_pubmed_sync([9997, 12091962], eutils_url=server.url, **FAST)
+        assert sorted(r["pmid"] for r in result.articles) == [9997, 12091962]
+    for kind in ("huge_pmid", "deep"):
+        with LocalEutils(records, fault_all=kind) as server:
+            with pytest.raises(FetchError, match="MalformedXMLError"):
+                fetch_pubmed_sync([9997], eutils_url=server.url, max_attempts=2, **FAST)
+    with pytest.raises(ValueError, match="not a PMID"):
+        fetch_pubmed_sync([10**20], eutils_url="http://127.0.0.1:9")
+
+
+def test_the_rate_holds_under_arrival_jitter(records: dict[int, bytes]) -> None:
+    pmids = sorted(records)[:24]
+    with LocalEutils(records, rate_limit=4, jitter=0.08, seed=3) as server:
+        result = fetch_pubmed_sync(pmids, eutils_url=server.url, batch_size=2, rate=4, backoff=0.02)
+        assert len(result.articles) == 24
+        assert server.rate_limited == 0
