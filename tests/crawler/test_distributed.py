@@ -19,8 +19,6 @@ from crawler.local_eutils import LocalEutils, max_in_any_window, synthetic_pmids
 from store.reader import read_articles
 
 RATE = 3
-# Grant-to-arrival jitter of three crawl processes on a small, busy CI machine reaches ~45 ms.
-MARGIN = "0.06"
 FINISHED = re.compile(r"pubmed crawl finished: .*?, (\d+) requests in")
 
 
@@ -99,7 +97,6 @@ def test_three_workers_share_one_queue_and_one_rate_limit(eutils, redis_url, tmp
         "PUBMED_RATE": str(RATE),
         "PUBMED_BATCH_SIZE": "20",
         "PUBMED_REDIS_URL": redis_url,
-        "PUBMED_REDIS_RATE_MARGIN": MARGIN,
     }
     command = crawl_command(server, store, [f"pmids={write_ids(tmp_path / 'ids.txt', pmids)}"], settings)
 
@@ -127,7 +124,6 @@ def test_worker_killed_mid_crawl_loses_nothing(eutils, redis_url, tmp_path: Path
         "PUBMED_RATE": str(RATE),
         "PUBMED_BATCH_SIZE": "20",
         "PUBMED_REDIS_URL": redis_url,
-        "PUBMED_REDIS_RATE_MARGIN": MARGIN,
         "PUBMED_REDIS_LEASE_SECONDS": "2",
         "PUBMED_FLUSH_SECONDS": "2",
     }
@@ -156,3 +152,35 @@ def test_worker_killed_mid_crawl_loses_nothing(eutils, redis_url, tmp_path: Path
     state = _job_state(redis_url)
     assert state["queued"] == 0 and state["leased"] == 0
     assert state["leases_taken"] > len(pmids) // 20  # the victim's leased batches expired and were leased again
+
+
+def test_an_entry_that_is_not_valid_json_is_dropped_and_never_runs(eutils, redis_url, tmp_path: Path) -> None:
+    import pickle
+
+    import redis
+
+    marker = tmp_path / "owned"
+
+    class Exploit:
+        def __reduce__(self):  # what picklecompat.loads would run
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    pmids = synthetic_pmids(60, seed=13)
+    server: LocalEutils = eutils(synthesize=True)
+    store = tmp_path / "store"
+    client = redis.Redis.from_url(redis_url)
+    client.zadd("pubmed:hostile:requests", {pickle.dumps(Exploit()): -100, b"{not json": -100})
+    client.close()
+    settings = {"PUBMED_BATCH_SIZE": "20", "PUBMED_REDIS_URL": redis_url, "PUBMED_REDIS_JOB": "hostile"}
+    command = crawl_command(server, store, [f"pmids={write_ids(tmp_path / 'ids.txt', pmids)}"], settings)
+
+    (worker,) = _workers(command, 1)
+    log = worker.communicate(timeout=90)[1]
+
+    assert worker.returncode == 0, log[-3000:]
+    assert not marker.exists()
+    assert log.count("dropped an invalid entry of the shared queue pubmed:hostile:requests") == 2
+    assert sorted(raw_pmids(store)) == pmids
+    assert _job_state(redis_url)["queued"] == 0 and _job_state(redis_url)["leased"] == 0
