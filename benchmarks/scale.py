@@ -9,8 +9,10 @@ server (requests between the first and the last arrival, process start-up exclud
 printed as a ratio to the allowed rate and to the named peer measured in the same run:
 one ordinary single-process crawl (in-process `LocalRateLimiter`, no Redis). Also
 printed: the most requests the server saw in any 1-second window (never above the
-rate) and the 429s received. Needs ``redis-server`` on PATH (Debian: ``apt-get install
-redis-server``).
+rate) and the 429s received (targets: none, and every distributed rate at least 90% of
+the allowed one). ``--jitter S`` delays every request a random 0-S seconds before the
+server reads it, ``--hogs N`` runs N busy-loop processes beside the crawls. Needs
+``redis-server`` on PATH (Debian: ``apt-get install redis-server``).
 
 Part 2, embedding: chunks/second of the Ray engine's actor pool (a local Ray cluster
 on this machine's cores, one model copy per actor) against the local engine's
@@ -18,7 +20,7 @@ on this machine's cores, one model copy per actor) against the local engine's
 in interleaved rounds after both are warm; printed as the Ray engine's overhead
 (target: at most 15%). Ray's start-up is timed separately. Usage::
 
-    python benchmarks/scale.py [--rate 10] [--requests 120] [--workers 1,2,4]
+    python benchmarks/scale.py [--rate 10] [--requests 120] [--workers 1,2,4] [--jitter 0.03] [--hogs 2]
                                [--embed-abstracts 1500] [--skip crawl|embedding]
 """
 
@@ -38,6 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from crawler.local_eutils import LocalEutils, load_records, max_in_any_window, synthetic_pmids  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from cpu_hog import cpu_hog  # noqa: E402
 
 BATCH = 10
 
@@ -148,6 +153,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10, help="requests/second the server allows (429 above)")
     parser.add_argument("--requests", type=int, default=120, help=f"efetch requests per job (of {BATCH} PMIDs each)")
     parser.add_argument("--workers", default="1,2,4", help="comma list of worker counts")
+    parser.add_argument("--jitter", type=float, default=0.0, help="crawl part: server-side delay of 0..S seconds")
+    parser.add_argument("--hogs", type=int, default=0, help="crawl part: busy-loop processes beside the crawls")
     parser.add_argument("--embed-abstracts", type=int, default=1500, help="abstracts chunked for the embedding part")
     parser.add_argument("--skip", action="append", default=[], choices=["crawl", "embedding"], help="skip a part")
     args = parser.parse_args()
@@ -163,7 +170,10 @@ def bench_crawl(args: argparse.Namespace) -> None:
     redis_process, redis_url = start_redis()
     rows: list[tuple[str, dict[str, Any]]] = []
     try:
-        with LocalEutils(records, synthesize=True, rate_limit=args.rate) as server:
+        with (
+            LocalEutils(records, synthesize=True, rate_limit=args.rate, jitter=args.jitter) as server,
+            cpu_hog(args.hogs),
+        ):
             for label, workers, url in [("peer: 1 process, local limiter", 1, None)] + [
                 (f"{n} worker(s), Redis", n, redis_url) for n in counts
             ]:
@@ -174,13 +184,19 @@ def bench_crawl(args: argparse.Namespace) -> None:
         redis_process.terminate()
         redis_process.wait(10)
     peer = rows[0][1]["achieved"]
-    print(f"server allows {args.rate} requests/s; {args.requests} efetch requests of {BATCH} PMIDs per job")
+    print(
+        f"server allows {args.rate} requests/s; {args.requests} efetch requests of {BATCH} PMIDs per job; "
+        f"server-side jitter 0-{args.jitter * 1000:.0f} ms; {args.hogs} CPU hog processes"
+    )
     print(f"{'crawl':34} {'req/s':>7} {'of allowed':>10} {'vs peer':>8} {'max in 1 s':>10} {'429s':>5}")
     for label, row in rows:
         print(
             f"{label:34} {row['achieved']:7.2f} {row['achieved'] / args.rate:10.1%} "
             f"{row['achieved'] / peer:8.2f} {row['max_window']:10d} {row['http_429']:5d}"
         )
+    distributed = [row for label, row in rows[1:]]
+    ok = all(r["http_429"] == 0 for _, r in rows) and all(r["achieved"] >= 0.9 * args.rate for r in distributed)
+    print(f"targets (0 429s, every distributed rate >= 90% of allowed): {'met' if ok else 'NOT met'}")
 
 
 if __name__ == "__main__":
