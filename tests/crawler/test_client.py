@@ -150,9 +150,11 @@ def test_a_billion_second_retry_after_is_capped(records: dict[int, bytes]) -> No
 
 
 def test_a_gzip_bomb_stops_at_the_read_cap(records: dict[int, bytes]) -> None:
-    with LocalEutils(records, fault_all="gzip_bomb") as server:
-        with pytest.raises(FetchError, match="larger than 1048576 bytes"):
-            fetch_pubmed_sync([9997], eutils_url=server.url, max_bytes=1 << 20, **FAST)
+    with (
+        LocalEutils(records, fault_all="gzip_bomb") as server,
+        pytest.raises(FetchError, match="larger than 1048576 bytes"),
+    ):
+        fetch_pubmed_sync([9997], eutils_url=server.url, max_bytes=1 << 20, **FAST)
 
 
 def test_foreign_records_are_dropped_and_unusable_answers_fail(records: dict[int, bytes]) -> None:
@@ -160,9 +162,8 @@ def test_foreign_records_are_dropped_and_unusable_answers_fail(records: dict[int
         result = fetch_pubmed_sync([9997, 12091962], eutils_url=server.url, **FAST)
         assert sorted(r["pmid"] for r in result.articles) == [9997, 12091962]
     for kind in ("huge_pmid", "deep"):
-        with LocalEutils(records, fault_all=kind) as server:
-            with pytest.raises(FetchError, match="MalformedXMLError"):
-                fetch_pubmed_sync([9997], eutils_url=server.url, max_attempts=2, **FAST)
+        with LocalEutils(records, fault_all=kind) as server, pytest.raises(FetchError, match="MalformedXMLError"):
+            fetch_pubmed_sync([9997], eutils_url=server.url, max_attempts=2, **FAST)
     with pytest.raises(ValueError, match="not a PMID"):
         fetch_pubmed_sync([10**20], eutils_url="http://127.0.0.1:9")
 
