@@ -16,7 +16,9 @@ delay, at most ``PUBMED_RATE_MARGIN_MAX``; the shared schedule uses the largest 
 any process reported in the last 10 seconds, so one stalled process widens everyone's
 spacing. The state lives under one key per route
 (``PUBMED_REDIS_RATE_KEY``, by default derived from the E-utilities host and a hash of
-the API key, never the key itself):
+the API key, never the key itself). A process that wakes more than
+``LATE_TOLERANCE_S`` late for its reserved start (it was stalled) gives that start up and
+reserves a new one, so processes stalled together cannot all fire when they wake:
 
 - ``<route>:starts``: sorted set of the reserved, then real, start times of the last two
   seconds (a process's first start is recorded ``PUBMED_REDIS_COLD_ALLOWANCE`` seconds
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_TTL_S = 3600  # the shared state is dropped after an hour without requests
+LATE_TOLERANCE_S = 0.05  # a process that wakes later than this for its reserved start reserves again
 
 # KEYS: starts, state. ARGV: wanted rate, margin, member, ttl, allowance (seconds the start is recorded later),
 # horizon (how far ahead a start may be reserved). Returns {"1", seconds until the reserved start} when a start
@@ -109,6 +112,11 @@ local real = now + tonumber(ARGV[2])
 local reserved = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if reserved and real > tonumber(reserved) then redis.call('ZADD', KEYS[1], 'XX', real, ARGV[1]) end
 return 1
+"""
+
+# KEYS: starts. ARGV: member. A reserved start that its process woke too late for is given up.
+_CANCEL = """
+return redis.call('ZREM', KEYS[1], ARGV[1])
 """
 
 # KEYS: state. ARGV: pause seconds, configured rate. Returns the new rate.
@@ -206,6 +214,7 @@ class RedisRateLimiter:
         self._numbers = count()
         self._acquire = client.register_script(_ACQUIRE)
         self._start = client.register_script(_START)
+        self._cancel = client.register_script(_CANCEL)
         self._penalise = client.register_script(_PENALISE)
         self._observe = client.register_script(_OBSERVE)
         self._lock: asyncio.Lock | None = None
@@ -269,7 +278,14 @@ class RedisRateLimiter:
                     if wait > 0:
                         planned = time.monotonic() + wait
                         await asyncio.sleep(wait)
-                        self.gauge.late(time.monotonic() - planned)
+                        late = time.monotonic() - planned
+                        self.gauge.late(late)
+                        if late > LATE_TOLERANCE_S:
+                            # Woke too late (the process was stalled): every stalled process would fire at once
+                            # now. Give the start up and reserve a fresh one against the starts as they are.
+                            self._cancel(keys=[self._starts_key], args=[member])
+                            member = f"{self._member}-{next(self._numbers)}"
+                            continue
                     self._start(keys=[self._starts_key], args=[member, repr(allowance)])
                     self.granted += 1
                     return time.monotonic()
