@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import shutil
@@ -89,10 +90,8 @@ def _rows_published(store: Path) -> int:
 
     total = 0
     for part in (store / "articles").glob("part-*.parquet") if (store / "articles").is_dir() else []:
-        try:
+        with contextlib.suppress(OSError):
             total += pq.read_metadata(part).num_rows
-        except OSError:
-            pass
     return total
 
 
