@@ -247,19 +247,18 @@ class Fetcher:
                 have, mode = 0, "wb"
                 digest = hashlib.md5(usedforsecurity=False)
             expected = int(length) if length is not None else None
-            view = memoryview(bytearray(READ_SIZE))
             with open(partial, mode) as out:
                 try:
                     while True:
                         if self.stop.is_set():
                             raise Stopped(remote.name)
-                        n = answer.readinto(view)
-                        if not n:
+                        block = answer.read1(READ_SIZE)  # what has arrived, up to READ_SIZE: no waiting to fill
+                        if not block:
                             break
-                        out.write(view[:n])
-                        digest.update(view[:n])
-                        received += n
-                        self.on_bytes(n)
+                        out.write(block)
+                        digest.update(block)
+                        received += len(block)
+                        self.on_bytes(len(block))
                 except (OSError, http.client.HTTPException) as exc:
                     raise _Transient(f"connection lost after {have + received:,} bytes: {exc}") from None
         if expected is not None and received < expected:

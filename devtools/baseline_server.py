@@ -239,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(parsed.query))
         entry = Served(parsed.path, query, self.headers.get("Range"), 200, user_agent=self.headers.get("User-Agent"))
         parts = [p for p in parsed.path.split("/") if p]
+        self.owner._log_entry(entry)  # logged on arrival; status and bytes are filled in as it is answered
         try:
             if len(parts) == 2 and parts[0] == "pubmed" and parts[1] in LISTINGS:
                 self._send(entry, 200, self.owner.listing_page(parts[1]), "text/html")
@@ -252,8 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send_file(entry, file.path)
             else:
                 self._send(entry, 404, b"Not Found\n", "text/plain")
-        finally:
-            self.owner._log_entry(entry)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _send(self, entry: Served, status: int, body: bytes, content_type: str) -> None:
         entry.status = status
@@ -306,11 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
                     i = size // 2 - start - entry.sent
                     block = block[:i] + bytes([block[i] ^ 0xFF]) + block[i + 1 :]
                 self.owner.throttle.wait(len(block))
-                try:
-                    self.wfile.write(block)
-                except (BrokenPipeError, ConnectionResetError):
-                    self.close_connection = True
-                    return
+                self.wfile.write(block)
                 entry.sent += len(block)
                 todo -= len(block)
 
