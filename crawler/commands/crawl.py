@@ -20,6 +20,7 @@ import sys
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
+from crawler.query_dates import DateFilterError, date_filters
 from crawler.spiders.pubmed import InputError, PubmedSpider, choose_input, load_input
 
 
@@ -28,7 +29,8 @@ class Command(ScrapyCrawl):
         if args and args[0] == PubmedSpider.name:
             try:
                 kind, value = choose_input(opts.spargs)
-            except InputError as exc:
+                date_filters(opts.spargs, kind)
+            except (InputError, DateFilterError) as exc:
                 raise UsageError(str(exc), print_help=False) from None
             if kind != "query":
                 try:
