@@ -6,29 +6,36 @@ store already marks done (``<store>/_loaded/<name>.done``), so a rerun fetches a
 only what is new or unfinished. ``workers`` threads (default 3: at most three connections
 to NCBI) download files in file order through `crawler.baseline_fetch.Fetcher` into
 ``<store>/_download/``; the calling thread loads them strictly in file order with
-`crawler.baseline.Loader` (baseline first, then updates with their deletions), each as
-soon as it and every file before it are in. Loading overlaps downloading, so the run takes
-about as long as the slower of the two.
+`crawler.baseline_load.Loader` (baseline first, then updates with their deletions), each
+as soon as it and every file before it are in. The parsing and writing runs in one
+separate process, so that CPU work does not hold the interpreter lock against the
+download threads: loading overlaps downloading, and the run takes about as long as the
+slower of the two.
 
 The first file that cannot be downloaded or loaded stops the run: no later file is
 loaded (order matters for updates and deletions), downloads in flight stop and keep their
 partial files for the rerun, and the failure is reported. Downloaded files are deleted
 once loaded unless ``keep_files``.
 
-Memory and disk: a 1 MiB buffer per worker plus one file's streaming load; at most
-``2 * workers`` files are downloaded ahead of the loader.
+Memory and disk: a 1 MiB buffer per worker in this process, one file's streaming load in
+the loading process; at most ``2 * workers`` files are downloaded ahead of the loader.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
 import logging
+import multiprocessing
+import os
+import signal
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +52,7 @@ from crawler.baseline_listing import (
     parse_listing,
     since_filter,
 )
-from crawler.baseline_load import LOADED_DIR, BaselineError, Loader
+from crawler.baseline_load import LOADED_DIR, BaselineError, Loader, load_file
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +172,18 @@ def list_files(fetcher: Fetcher, options: DownloadOptions) -> list[RemoteFile]:
     return files
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: the loading process is killed with this one (SIGKILL included), never left loading alone."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def _warm_up() -> None:
+    """Nothing: the loading process has imported `crawler.baseline_load` by now."""
+
+
 def _publishing(store: Path, name: str) -> bool:
     return (store / LOADED_DIR / f"{name}.publishing.json").exists()
 
@@ -194,8 +213,24 @@ def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
     summary.already_loaded = len(listed) - len(todo)
     progress = _Progress(len(todo), sum(f.size_hint or 0 for f in todo), options.progress_interval)
     fetcher.on_bytes = progress.add
-    loader = Loader(store, part_rows=options.part_rows, progress=False)
     folder = store / DOWNLOAD_DIR
+    # Loading is CPU work that would hold the GIL against the download threads: it runs in a
+    # process of its own (one, so files still load strictly in order), started now so its
+    # imports overlap the first download.
+    spawn = multiprocessing.get_context("spawn")
+    loading = (
+        ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_die_with_parent, initargs=(os.getpid(),))
+        if todo
+        else None
+    )
+    if loading is not None:
+        loading.submit(_warm_up)
+
+    def load_elsewhere(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        assert loading is not None
+        return loading.submit(load_file, *args, **kwargs).result()
+
+    loader = Loader(store, part_rows=options.part_rows, progress=False, run=load_elsewhere)
 
     def fetch(remote: RemoteFile) -> Downloaded:
         if _publishing(store, remote.name):  # its parts are staged: the loader finishes it without the file
@@ -212,6 +247,8 @@ def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
                 stop.set()  # downloads still running stop at their next read and keep their partial files
     finally:
         progress.close()
+        if loading is not None:
+            loading.shutdown(wait=True, cancel_futures=True)
     summary.bytes = progress.bytes
     summary.loaded = loader.summary.files
     summary.articles = loader.summary.articles

@@ -32,7 +32,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,8 +242,18 @@ class Loader:
     later update file brings back is not hidden by an earlier DeleteCitation.
     """
 
-    def __init__(self, store: Path, *, part_rows: int = 10_000, require_md5: bool = False, progress: bool = True):
+    def __init__(
+        self,
+        store: Path,
+        *,
+        part_rows: int = 10_000,
+        require_md5: bool = False,
+        progress: bool = True,
+        run: Callable[..., dict[str, Any] | None] | None = None,
+    ):
+        """``run`` replaces the in-process `load_file` call (same arguments), e.g. to load in another process."""
         self.store = Path(store)
+        self.run = run or load_file
         self.part_rows = part_rows
         self.require_md5 = require_md5
         self.progress = progress
@@ -257,7 +267,7 @@ class Loader:
         if self._last is not None and stamp <= self._last:
             stamp = self._last + dt.timedelta(milliseconds=1)
         try:
-            record = load_file(
+            record = self.run(
                 Path(path),
                 self.store,
                 part_rows=self.part_rows,
