@@ -274,3 +274,11 @@ def test_memory_stays_flat_however_large_the_file(tmp_path):
         )
         peaks.append(int(out.stdout.strip().splitlines()[-1]))
     assert peaks[1] - peaks[0] < 24, f"peak RSS {peaks[0]} MB for 8 MB of XML, {peaks[1]} MB for 32 MB"
+
+
+def test_a_listing_that_cannot_be_read_is_a_failure(serve, tmp_path):
+    server = serve()
+    result = runner.invoke(app, ["--download", "--base-url", server.url + "nowhere/", "--store", str(tmp_path / "s")])
+    assert result.exit_code == 1
+    assert "HTTP 404" in result.output and "nowhere/baseline/" in result.output
+    assert "0 files listed" in result.output
