@@ -14,6 +14,8 @@ Misbehaviour on demand, per file name:
 - ``no_md5``: no ``.md5`` is listed or served for it;
 - ``bandwidth``: bytes per second for the whole server (all connections share it).
 
+``max_in_flight`` is the most file bodies ever sent at once (connections in use).
+
 Every request is logged (`Served`: path, query, Range header, status, first byte, body
 bytes sent), so a test can check that a resumed download asks for the missing bytes only.
 Memory: one 64 KiB chunk per connection; files are read from disk as they are sent.
@@ -120,6 +122,8 @@ class BaselineServer:
         self.throttle = _Throttle(bandwidth)
         self._lock = threading.Lock()
         self._log: list[Served] = []
+        self._in_flight = 0
+        self.max_in_flight = 0  # the most data-file bodies ever being sent at once
         self._port = port
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -293,6 +297,18 @@ class _Handler(BaseHTTPRequestHandler):
             drop = self.owner.drop_after.pop(path.name, None)
         corrupt = path.name in self.owner.corrupt
         todo = end - start + 1
+        with self.owner._lock:
+            self.owner._in_flight += 1
+            self.owner.max_in_flight = max(self.owner.max_in_flight, self.owner._in_flight)
+        try:
+            self._send_body(entry, path, start, size, todo, drop, corrupt)
+        finally:
+            with self.owner._lock:
+                self.owner._in_flight -= 1
+
+    def _send_body(
+        self, entry: Served, path: Path, start: int, size: int, todo: int, drop: int | None, corrupt: bool
+    ) -> None:
         with open(path, "rb") as handle:
             handle.seek(start)
             while todo > 0:

@@ -72,10 +72,10 @@ def expected_pmids(ftp: Path) -> set[int]:
 
 
 def test_full_download_loads_every_article_then_a_rerun_downloads_nothing(serve, ftp, tmp_path):
-    server = serve()
+    server = serve(bandwidth=1_000_000)  # slow enough (1 s for the large file) that the workers overlap
     store = tmp_path / "store"
 
-    result = download(server, store)
+    result = download(server, store, "--email", "me@example.org")
 
     assert result.exit_code == 0, result.output
     assert stored_pmids(store) == expected_pmids(ftp)
@@ -86,6 +86,8 @@ def test_full_download_loads_every_article_then_a_rerun_downloads_nothing(serve,
     assert sorted(data_gets(server)) == sorted([*BASELINE, "pubmed20n0003.xml.gz", UPDATE])
     # NCBI's tool and email identify every request, as with E-utilities
     assert all(s.query.get("tool") == "pubmed-pipeline" for s in server.served())
+    assert all(s.query.get("email") == "me@example.org" for s in server.served())
+    assert 1 < server.max_in_flight <= 3  # --workers 3: parallel downloads, never more than three connections
     # downloaded files are gone once loaded (--no-keep-files is the default), no temp file is left
     assert list((store / "_download").iterdir()) == []
 
