@@ -1,7 +1,7 @@
 """Downloads one baseline or update file, and its ``.md5``, into the store's download folder.
 
-`Fetcher.download` streams the body to ``<folder>/.tmp-<name>`` in 1 MiB reads, hashing
-as it writes. A dropped connection, a timeout, a short body or a 5xx/429 answer is
+`Fetcher.download` streams the body to ``<folder>/.tmp-<name>`` as it arrives (reads of
+up to 1 MiB), hashing as it writes. A dropped connection, a timeout, a short body or a 5xx/429 answer is
 retried with backoff, and each retry asks only for the missing bytes (HTTP ``Range``);
 a server that ignores the range starts the file over. When the body is complete its MD5
 is checked against the ``.md5`` NCBI lists beside it: a mismatch throws the bytes away
@@ -12,7 +12,7 @@ fails at once.
 
 Every request carries the tool name and contact email NCBI asks E-utilities users for
 (``tool`` / ``email`` query parameters, ``User-Agent`` and ``From`` headers). Memory:
-one 1 MiB buffer per download; thread-safe, one connection per call.
+at most 1 MiB in hand per download; thread-safe, one connection per call.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class Fetcher:
         text = self.get_text(remote.md5_url, missing_ok=True) if remote.md5_url else None
         if text is None:
             if require_md5:
-                why = "answered 404" if remote.md5_url else "is not listed"
+                why = "could not be fetched" if remote.md5_url else "is not listed"
                 raise DownloadError(
                     f"{remote.name}: no checksum ({remote.name}.md5 {why}); not downloaded. "
                     "Rerun with --no-require-md5 to load files without a checksum"
