@@ -1,262 +1,211 @@
-"""Loads PubMed annual baseline and daily update files into the article store.
+"""``python -m crawler.baseline``: load baseline / update files, or download them from NCBI first.
 
-``python -m crawler.baseline FILES... [--store data/pubmed]`` streams each
-``pubmedYYnNNNN.xml.gz`` (or plain ``.xml``) through `crawler.pubmed_xml`, so memory
-stays flat however big the file, and applies its ``DeleteCitation`` PMIDs as deletions.
-
-Files are loaded in the order given, each one all-or-nothing:
-
-1. a sibling ``FILE.md5`` (NCBI's ``MD5(name)= hex``) is checked first when present;
-2. rows are written as Parquet parts into ``<store>/_staging/<name>/`` (invisible to
-   readers);
-3. once the whole file has parsed, the list of its parts is recorded in
-   ``<store>/_loaded/<name>.publishing.json`` and the parts are renamed into
-   ``articles/`` and ``deletions/``;
-4. ``<store>/_loaded/<name>.done`` is written atomically.
-
-A rerun skips files with a ``.done`` marker, finishes a publication a crash interrupted,
-and restarts a file whose parsing never completed. A bad file (checksum mismatch,
-truncated or malformed XML) stops the run with exit status 1 and publishes nothing of it.
+``python -m crawler.baseline FILES... [--store data/pubmed]`` loads files already on disk
+(`crawler.baseline_load`). ``python -m crawler.baseline --download [--since YYYY-MM-DD]
+[--updates-only] [--base-url URL] [--workers N]`` reads NCBI's listings, downloads what the
+store lacks and loads it as it arrives (`crawler.baseline_download`). Exit status: 0 when
+every file loaded, 1 when any failed, 2 on bad usage.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
-import io
-import json
 import logging
-import os
-import re
-import shutil
-import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from tqdm import tqdm
 
-from crawler.pubmed_xml import Article, iter_pubmed_records
-from store.atomic import atomic_write_json, fsync_dir
-from store.writer import ARTICLES_DIR, DELETIONS_DIR, ArticleWriter
-
-log = logging.getLogger(__name__)
-
-LOADED_DIR = "_loaded"
-STAGING_DIR = "_staging"
-DEFAULT_STORE = Path("data/pubmed")
-_MD5_LINE = re.compile(
-    r"^\s*MD5\s*\((?P<name>.+)\)\s*=\s*(?P<hex>[0-9a-fA-F]{32})\s*$"  # NCBI: MD5(file)= hex
-    r"|^\s*(?P<hex2>[0-9a-fA-F]{32})\s+\*?(?P<name2>\S.*)$"  # md5sum: hex  file
+from crawler.baseline_load import (
+    DEFAULT_STORE,
+    BaselineError,
+    Loader,
+    LoadSummary,
+    _markers,
+    expected_md5,
+    file_md5,
+    load_file,
+    load_files,
+    md5_from_text,
+    verify_md5,
 )
 
-
-class BaselineError(RuntimeError):
-    """A baseline file could not be loaded; the message names the file and the reason."""
-
-
-@dataclass
-class LoadSummary:
-    """What one `load_files` call did."""
-
-    files: int = 0
-    skipped: int = 0
-    articles: int = 0
-    deletions: int = 0
-    seconds: float = 0.0
-
-    def line(self) -> str:
-        skipped = f" ({self.skipped} already loaded, skipped)" if self.skipped else ""
-        return (
-            f"baseline: {self.files} files loaded{skipped}, {self.articles:,} articles, "
-            f"{self.deletions:,} deletions in {self.seconds:.1f} s"
-        )
-
-
-def expected_md5(md5_file: Path) -> str:
-    """The checksum recorded in an NCBI ``.md5`` file (``MD5(name)= hex``, or md5sum style)."""
-    text = md5_file.read_text(encoding="utf-8", errors="replace").strip()
-    match = _MD5_LINE.match(text.splitlines()[0] if text else "")
-    if not match:
-        raise BaselineError(f"{md5_file}: not an MD5 checksum file (expected 'MD5(name)= <32 hex digits>')")
-    return (match.group("hex") or match.group("hex2")).lower()
-
-
-def file_md5(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_md5(path: Path) -> str | None:
-    """Check ``path`` against ``path.md5`` when that file exists; returns the checksum or None."""
-    md5_file = path.with_name(path.name + ".md5")
-    if not md5_file.exists():
-        return None
-    want = expected_md5(md5_file)
-    got = file_md5(path)
-    if got != want:
-        raise BaselineError(f"{path}: MD5 mismatch (file {got}, {md5_file.name} says {want}); file not loaded")
-    return got
-
-
-class _CountingReader(io.RawIOBase):
-    """A raw reader that reports the bytes it hands out to a progress bar."""
-
-    def __init__(self, handle: Any, bar: tqdm) -> None:
-        self._handle = handle
-        self._bar = bar
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n: int = self._handle.readinto(buffer)
-        self._bar.update(n)
-        return n
-
-    def close(self) -> None:
-        self._handle.close()
-        super().close()
-
-
-def _markers(store: Path, name: str) -> tuple[Path, Path, Path]:
-    loaded = store / LOADED_DIR
-    return loaded / f"{name}.done", loaded / f"{name}.publishing.json", store / STAGING_DIR / name
-
-
-def _drop_staging(staging: Path) -> None:
-    shutil.rmtree(staging, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        staging.parent.rmdir()  # only when no other file is being staged
-
-
-def _publish(store: Path, plan_path: Path, staging: Path, done: Path) -> dict[str, Any]:
-    """Move the staged parts listed in ``plan_path`` into the store, then mark the file done."""
-    plan = json.loads(plan_path.read_text(encoding="utf-8"))
-    for kind in (ARTICLES_DIR, DELETIONS_DIR):
-        target = store / kind
-        target.mkdir(parents=True, exist_ok=True)
-        for part in plan["parts"][kind]:
-            src = staging / kind / part
-            if src.exists():  # a part already moved by an interrupted run is simply done
-                os.replace(src, target / part)
-        fsync_dir(target)
-    plan["loaded_at"] = dt.datetime.now(dt.UTC).isoformat()
-    atomic_write_json(done, plan)
-    plan_path.unlink()
-    _drop_staging(staging)
-    return dict(plan)
-
-
-def _stage(path: Path, staging: Path, part_rows: int, fetched_at: dt.datetime, bar: tqdm) -> dict[str, Any]:
-    """Parse ``path`` into Parquet parts under ``staging``; returns the publication plan."""
-    writer = ArticleWriter(staging, part_rows=part_rows)
-    articles = deletions = 0
-    with open(path, "rb", buffering=0) as raw:
-        stream = io.BufferedReader(_CountingReader(raw, bar), buffer_size=1 << 20)
-        for item in iter_pubmed_records(stream, source="baseline", fetched_at=fetched_at, name=str(path)):
-            if isinstance(item, Article):
-                writer.write(item.row)
-                articles += 1
-            else:
-                writer.delete(item.pmids, "baseline")
-                deletions += len(item.pmids)
-    writer.flush()  # only reached when the whole file parsed: nothing of a bad file is staged for publication
-    parts: dict[str, list[str]] = {ARTICLES_DIR: [], DELETIONS_DIR: []}
-    for part in writer.parts_written:
-        parts[part.parent.name].append(part.name)
-    return {"file": path.name, "parts": parts, "articles": articles, "deletions": deletions}
-
-
-def load_file(
-    path: Path, store: Path, *, part_rows: int = 10_000, fetched_at: dt.datetime | None = None
-) -> dict[str, Any] | None:
-    """Load one file into ``store``; returns its record (counts, parts) or None when already loaded."""
-    done, plan_path, staging = _markers(store, path.name)
-    if done.exists():
-        log.info("%s: already loaded (%s), skipped", path, done)
-        return None
-    if plan_path.exists():
-        log.info("%s: finishing an interrupted publication", path)
-        return _publish(store, plan_path, staging, done)
-    if not path.is_file():
-        raise BaselineError(f"{path}: no such file")
-    if staging.exists():
-        shutil.rmtree(staging)  # parts of a load that never finished parsing
-    md5 = verify_md5(path)
-    stamp = fetched_at or dt.datetime.now(dt.UTC)
-    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name, disable=not sys.stderr.isatty())
-    try:
-        plan = _stage(path, staging, part_rows, stamp, bar)
-    except BaseException:
-        _drop_staging(staging)
-        raise
-    finally:
-        bar.close()
-    plan["md5"] = md5
-    (store / LOADED_DIR).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(plan_path, plan)
-    return _publish(store, plan_path, staging, done)
-
-
-def load_files(paths: Sequence[Path], store: Path = DEFAULT_STORE, *, part_rows: int = 10_000) -> LoadSummary:
-    """Load ``paths`` in order into ``store``; raises `BaselineError` / `MalformedXMLError` on a bad file."""
-    started = time.perf_counter()
-    summary = LoadSummary()
-    last_stamp: dt.datetime | None = None
-    for path in paths:
-        # Each file's rows are stamped after the previous file's deletions, so a PMID that a
-        # later update file brings back is not hidden by an earlier DeleteCitation.
-        stamp = dt.datetime.now(dt.UTC)
-        if last_stamp is not None and stamp <= last_stamp:
-            stamp = last_stamp + dt.timedelta(milliseconds=1)
-        record = load_file(Path(path), Path(store), part_rows=part_rows, fetched_at=stamp)
-        last_stamp = max(dt.datetime.now(dt.UTC), stamp + dt.timedelta(milliseconds=1))
-        if record is None:
-            summary.skipped += 1
-            continue
-        summary.files += 1
-        summary.articles += int(record["articles"])
-        summary.deletions += int(record["deletions"])
-    summary.seconds = time.perf_counter() - started
-    return summary
-
+__all__ = [
+    "BaselineError",
+    "LoadSummary",
+    "Loader",
+    "app",
+    "expected_md5",
+    "file_md5",
+    "load_file",
+    "load_files",
+    "md5_from_text",
+    "verify_md5",
+]
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+_DOWNLOAD_ONLY = ("--since", "--updates-only", "--base-url", "--workers", "--keep-files", "--tries", "--retries")
+
+
+def _since(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a date as YYYY-MM-DD, got {value!r}", param_hint="--since") from None
 
 
 @app.command()
 def main(
     files: Annotated[
-        list[Path], typer.Argument(help="Baseline or update files (.xml.gz or .xml), loaded in this order.")
-    ],
+        list[Path] | None,
+        typer.Argument(help="Baseline or update files (.xml.gz or .xml), loaded in this order (not with --download)."),
+    ] = None,
     store: Annotated[Path, typer.Option("--store", help="Store folder to load into.")] = DEFAULT_STORE,
+    download: Annotated[
+        bool, typer.Option("--download", help="Fetch the files from NCBI's listings instead (see --base-url).")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar="YYYY-MM-DD", help="Only files listed on or after this date.")
+    ] = None,
+    updates_only: Annotated[
+        bool, typer.Option("--updates-only", help="Skip the annual baseline; fetch the daily update files only.")
+    ] = False,
+    base_url: Annotated[
+        str, typer.Option("--base-url", help="Folder holding baseline/ and updatefiles/.")
+    ] = "https://ftp.ncbi.nlm.nih.gov/pubmed/",
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=8, help="Parallel downloads (connections to the server).")
+    ] = 3,
+    keep_files: Annotated[
+        bool,
+        typer.Option("--keep-files/--no-keep-files", help="Keep downloaded files in <store>/_download/ once loaded."),
+    ] = False,
+    require_md5: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-md5/--no-require-md5",
+            help="Refuse a file without a .md5 checksum. Default: on with --download, off for local files.",
+            show_default=False,
+        ),
+    ] = None,
+    tries: Annotated[
+        int, typer.Option("--tries", min=1, help="Downloads of a file whose MD5 mismatches before it fails.")
+    ] = 3,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, help="Resumed attempts per file after a dropped connection or 5xx.")
+    ] = 5,
+    email: Annotated[
+        str | None,
+        typer.Option(
+            "--email", help="Contact email sent with every request (default: NCBI_EMAIL, as for E-utilities)."
+        ),
+    ] = None,
     part_rows: Annotated[int, typer.Option("--part-rows", min=1, help="Rows per Parquet part.")] = 10_000,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each file's progress.")] = False,
 ) -> None:
     """Load PubMed baseline / update XML files into the article store, applying their deletions.
 
-    A sibling FILE.md5 is checked when present. Files already loaded (see <store>/_loaded/)
-    are skipped, so the same command can be rerun after a failure.
+    With FILES: load those files in order; a sibling FILE.md5 is checked when present.
+    With --download: read NCBI's baseline/ and updatefiles/ listings, download what the
+    store lacks (resuming partial files, checking every MD5) and load each file in order
+    as it arrives. Either way, files already loaded (see <store>/_loaded/) are skipped, so
+    the same command can be rerun after a failure; exit 1 when any file failed.
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    files = files or []
+    if download:
+        if files:
+            _usage("give FILES or --download, not both")
+        _download(
+            store,
+            _since(since),
+            updates_only,
+            base_url,
+            workers,
+            keep_files,
+            require_md5 is not False,
+            tries,
+            retries,
+            email,
+            part_rows,
+        )
+        return
+    if not files:
+        _usage("give the FILES to load, or --download to fetch them from NCBI")
+    given = [
+        flag
+        for flag, value in zip(
+            _DOWNLOAD_ONLY,
+            (
+                since,
+                updates_only,
+                base_url != "https://ftp.ncbi.nlm.nih.gov/pubmed/",
+                workers != 3,
+                keep_files,
+                tries != 3,
+                retries != 5,
+            ),
+            strict=True,
+        )
+        if value
+    ]
+    if given:
+        _usage(f"{given[0]} needs --download")
     missing = [str(p) for p in files if not p.is_file() and not _markers(store, p.name)[0].exists()]
     if missing:
         typer.echo(f"error: no such file: {missing[0]}", err=True)
         raise typer.Exit(2)
     try:
-        summary = load_files(files, store, part_rows=part_rows)
+        summary = load_files(files, store, part_rows=part_rows, require_md5=bool(require_md5))
     except (BaselineError, ValueError, OSError) as exc:  # ValueError: MalformedXMLError, SchemaError
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(summary.line())
+
+
+def _usage(message: str) -> None:
+    typer.echo(f"error: {message} (see --help)", err=True)
+    raise typer.Exit(2)
+
+
+def _download(
+    store: Path,
+    since: dt.date | None,
+    updates_only: bool,
+    base_url: str,
+    workers: int,
+    keep_files: bool,
+    require_md5: bool,
+    tries: int,
+    retries: int,
+    email: str | None,
+    part_rows: int,
+) -> None:
+    from crawler import settings  # the E-utilities identity: one tool name and email for every request to NCBI
+    from crawler.baseline_download import DownloadOptions, download_and_load
+    from crawler.baseline_fetch import Identity
+
+    options = DownloadOptions(
+        identity=Identity(settings.PUBMED_TOOL, settings.NCBI_EMAIL if email is None else email),
+        base_url=base_url,
+        since=since,
+        updates_only=updates_only,
+        workers=workers,
+        keep_files=keep_files,
+        require_md5=require_md5,
+        tries=tries,
+        retries=retries,
+        part_rows=part_rows,
+    )
+    summary = download_and_load(store, options)
+    for failure in summary.failures:
+        typer.echo(f"error: {failure}", err=True)
+    typer.echo(summary.line())
+    if summary.failures:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,7 @@ class LoggedRequest:
     tool: str | None = None
     email: str | None = None
     returned: int = 0
+    params: dict[str, str] = field(default_factory=dict)  # every parameter but api_key (kept apart above)
 
 
 def _record_pmid(elem: etree._Element) -> int | None:
@@ -418,6 +419,7 @@ class LocalEutils:
             api_key=params.get("api_key"),
             tool=params.get("tool"),
             email=params.get("email"),
+            params={k: v for k, v in params.items() if k != "api_key"},
         )
         with self._lock:
             self._log.append(entry)

@@ -25,6 +25,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
 from crawler.progress import EXIT_STAT
+from crawler.query_dates import DateFilterError, date_filters
 from crawler.spiders.pubmed import InputError, PubmedSpider, check_arguments, choose_input, load_input
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ class Command(ScrapyCrawl):
             try:
                 check_arguments(opts.spargs)
                 kind, value = choose_input(opts.spargs)
-            except InputError as exc:
+                date_filters(opts.spargs, kind)
+            except (InputError, DateFilterError) as exc:
                 raise UsageError(str(exc), print_help=False) from None
             if kind != "query":
                 try:

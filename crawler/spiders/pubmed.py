@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from crawler.eutils_responses import bioasq_pmids, parse_esearch, parse_pmid_line
 from crawler.pipelines import DeletedPmids
 from crawler.pubmed_xml import parse_efetch
+from crawler.query_dates import DATE_ARGS, date_filters
 from store.reader import StoreError, stored_pmids
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,8 @@ class PubmedSpider(scrapy.Spider):
     def __init__(self, pmids: str | None = None, bioasq: str | None = None, query: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.input_kind, self.input_value = choose_input({"pmids": pmids, "bioasq": bioasq, "query": query})
+        # EDirect's date filters (mindate/maxdate/reldate/datetype) travel with every esearch of a query.
+        self.date_params = date_filters({k: kwargs.pop(k, None) for k in DATE_ARGS}, self.input_kind)
         self.input_ids: list[int] = [] if self.input_kind == "query" else load_input(self.input_kind, self.input_value)
         self.requested: dict[int, None] = dict.fromkeys(self.input_ids)
         self.skip: set[int] = set()
@@ -202,7 +205,9 @@ class PubmedSpider(scrapy.Spider):
         self.searches_pending += 1
         term = self.input_value if span is None else f"({self.input_value}) AND {span[0]}:{span[1]}[uid]"
         # Searches go first: their PMIDs feed the efetch batches.
-        return self._post("esearch", {"span": span}, 10, term=term, retstart="0", retmax=str(ESEARCH_LIMIT))
+        return self._post(
+            "esearch", {"span": span}, 10, term=term, retstart="0", retmax=str(ESEARCH_LIMIT), **self.date_params
+        )
 
     async def start(self) -> AsyncIterator[Any]:
         try:

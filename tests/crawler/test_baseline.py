@@ -158,3 +158,12 @@ def test_plain_xml_files_load(tmp_path: Path) -> None:
     assert (summary.articles, summary.deletions) == (7, 3)
     versions = read_articles(store, pmids=[31383287]).column("version").to_pylist()
     assert versions == [2]  # the newest version wins
+
+
+def test_require_md5_refuses_local_files_without_a_checksum(tmp_path: Path, files: list[Path]) -> None:
+    store = tmp_path / "store"
+    result = runner.invoke(app, [str(files[0]), "--store", str(store), "--require-md5"])
+    assert result.exit_code == 1
+    assert "pubmed20n0001.xml.gz.md5 missing" in result.output and "--no-require-md5" in result.output
+    write_md5(files[0])
+    assert runner.invoke(app, [str(files[0]), "--store", str(store), "--require-md5"]).exit_code == 0

@@ -1,0 +1,1 @@
+"""Local servers and fault injection used by tests, benchmarks and the demo; not shipped in the packages."""
