@@ -74,7 +74,8 @@ class IdsFile:
         try:
             table = self._file.read_row_groups(groups.tolist(), columns=names)
         except (OSError, pa.ArrowException) as exc:
-            raise CorruptShardError(f"{self.path}: corrupt shard ids file ({exc}); run `indexer rebuild --full`") from exc
+            message = f"{self.path}: corrupt shard ids file ({exc}); run `indexer rebuild --full`"
+            raise CorruptShardError(message) from exc
         ids = table.column("id").to_numpy()
         where = np.searchsorted(starts, ids, side="right") - 1
         keep = (where >= 0) & (ids < stops[np.maximum(where, 0)])

@@ -93,7 +93,8 @@ class ShardSet:
                 )
         self.indexes = [s.index for s in self.shards]
         if manifest.quantizer_sha256 is not None:
-            check_same_quantizer(self.indexes, [str(index_dir / e.index_file) for e in entries], manifest.quantizer_sha256)
+            names = [str(index_dir / e.index_file) for e in entries]
+            check_same_quantizer(self.indexes, names, manifest.quantizer_sha256)
         self.shared_quantizer = (
             manifest.quantizer_sha256 is not None and len(self.indexes) > 1 and all(map(is_plain_ivf, self.indexes))
         )
@@ -131,12 +132,12 @@ class ShardSet:
     def _per_shard(self, queries: np.ndarray, k: int, nprobe: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
         """Each shard's top-k; with a shared quantizer the probed lists are chosen once for all shards."""
         if self.shared_quantizer:
-            first = ivf_of(self.indexes[0])
+            first: Any = ivf_of(self.indexes[0])
             set_nprobe(self.indexes[0], nprobe)
             probe = int(first.nprobe)
             coarse_d, coarse_i = first.quantizer.search(queries, probe)
             for index in self.indexes:
-                ivf = ivf_of(index)
+                ivf: Any = ivf_of(index)
                 ivf.nprobe = probe
                 yield ivf.search_preassigned(queries, min(k, max(index.ntotal, 1)), coarse_i, coarse_d)
             return
@@ -247,6 +248,11 @@ class Index:
                 f"{self.path}: model {embedder.model_id} has dimension {embedder.dim}, "
                 f"the index was built with {self.manifest.model} (dimension {self.manifest.dim})"
             )
+
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Embed queries with ``embedder`` (its dimension must match the manifest)."""
+        self._check_embedder(embedder)
+        self._embedder = embedder
 
     @property
     def embedder(self) -> Embedder:

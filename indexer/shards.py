@@ -125,7 +125,6 @@ def write_shard(index_dir: Path, number: int, digest: str, index: Any, table: pa
     return entry_for(number, digest, index_path, ids_path, table)
 
 
-
 def vector_slots(index: Any, ids: np.ndarray) -> np.ndarray:
     """The slot of each of ``ids`` in ``index`` (see `SLOT_FIELD`); -1 where the layout has none."""
     import faiss
@@ -133,10 +132,10 @@ def vector_slots(index: Any, ids: np.ndarray) -> np.ndarray:
     out = np.full(len(ids), NO_SLOT, dtype=np.int64)
     if not len(ids):
         return out
-    top = faiss.downcast_index(index)
+    top: Any = faiss.downcast_index(index)
     if isinstance(top, faiss.IndexIVF):
         stored, slots = [], []
-        invlists = top.invlists
+        invlists: Any = top.invlists
         for number in range(top.nlist):
             size = invlists.list_size(number)
             if size:
@@ -264,7 +263,7 @@ def vectors_at_slots(index: Any, slots: np.ndarray) -> np.ndarray:
     import faiss
 
     out = np.zeros((len(slots), index.d), dtype=np.float32)
-    top = faiss.downcast_index(index)
+    top: Any = faiss.downcast_index(index)
     if isinstance(top, faiss.IndexIVF):
         for row, slot in enumerate(slots.tolist()):
             top.reconstruct_from_offset(slot >> 32, slot & 0xFFFFFFFF, faiss.swig_ptr(out[row]))
