@@ -17,6 +17,7 @@ from typing import Any
 from indexer.errors import IndexerError
 
 BATCH = 64
+PMID_BATCH = 10_000
 TIMEOUT = 120.0
 
 
@@ -60,6 +61,16 @@ def _request(url: str, body: dict[str, Any] | None, token: str | None) -> Any:
 def health(server: str, token: str | None = None) -> dict[str, Any]:
     result: dict[str, Any] = _request(server.rstrip("/") + "/health", None, token)
     return result
+
+
+def indexed_on_server(server: str, pmids: Iterable[int], token: str | None = None) -> set[int]:
+    """Which of ``pmids`` the served index holds (asked in batches of `PMID_BATCH`)."""
+    url = server.rstrip("/") + "/indexed"
+    wanted = sorted({int(p) for p in pmids})
+    found: set[int] = set()
+    for first in range(0, len(wanted), PMID_BATCH):
+        found.update(_request(url, {"pmids": wanted[first : first + PMID_BATCH]}, token)["indexed"])
+    return found
 
 
 def search_server(

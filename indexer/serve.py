@@ -2,8 +2,8 @@
 
 ``POST /search`` takes ``{"queries": [...], "k": 10, "pmids": [...]}`` (``pmids`` one list
 for all queries or one list per query) and returns ``{"results": [[hit, ...], ...]}``
-with pmid, chunk, score and text per hit; ``GET /health`` returns the manifest summary
-and the model. Requests waiting at the same time are embedded and searched as one batch
+with pmid, chunk, score and text per hit; ``POST /indexed`` with ``{"pmids": [...]}``
+says which of them have chunks; ``GET /health`` returns the manifest summary and the model. Requests waiting at the same time are embedded and searched as one batch
 (one model call, one FAISS call): the batcher takes every query queued while the
 previous batch ran, up to `ServeLimits.batch`, so a lone client is not delayed.
 
@@ -254,6 +254,24 @@ async def _search(request: web.Request) -> web.Response:
     return _json({"generation": number, "results": [[h.__dict__ for h in hits] for hits in results]})
 
 
+async def _indexed(request: web.Request) -> web.Response:
+    state: ServerState = request.app["state"]
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _error(400, "body is not valid JSON")
+    pmids = body.get("pmids") if isinstance(body, dict) else None
+    if not isinstance(pmids, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in pmids):
+        return _error(400, "'pmids' must be a list of integers")
+    if len(pmids) > state.limits.max_pmids:
+        return _error(400, f"'pmids' has {len(pmids)} PMIDs, at most {state.limits.max_pmids} allowed")
+    generation = state.generation
+    assert generation is not None
+    loop = asyncio.get_running_loop()
+    found = await loop.run_in_executor(state.executor, generation.index.indexed, pmids)
+    return _json({"generation": generation.number, "indexed": sorted(found)})
+
+
 async def _health(request: web.Request) -> web.Response:
     state: ServerState = request.app["state"]
     generation = state.generation
@@ -272,6 +290,7 @@ def make_app(state: ServerState) -> web.Application:
     app = web.Application(client_max_size=state.limits.max_body, middlewares=[_guard])
     app["state"] = state
     app.router.add_post("/search", _search)
+    app.router.add_post("/indexed", _indexed)
     app.router.add_get("/health", _health)
     return app
 

@@ -214,6 +214,34 @@ def test_search_queries_jsonl_locally_and_through_server(
     assert denied.exit_code == 1 and "HTTP 401" in denied.output
 
 
+def test_trainer_retrieval_through_server_equals_local(
+    server: Server, abstracts: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    from trainer.config import TrainerConfig
+    from trainer.questions import Question
+    from trainer.retrieval import retrieve
+
+    questions = [
+        Question("q1", question_from(abstracts[0]), "yes", (abstracts[0]["pmid"], abstracts[7]["pmid"])),
+        Question("q2", question_from(abstracts[9]), "no", (abstracts[9]["pmid"], 12345)),
+        Question("q3", "no documents", "no", ()),
+    ]
+    (tmp_path / "token").write_text(TOKEN)
+    local = retrieve(questions, TrainerConfig(index=server.root / "index", retrieve_k=3))
+    remote = retrieve(
+        questions, TrainerConfig(index=None, index_server=server.url, index_token_file=tmp_path / "token", retrieve_k=3)
+    )
+    for got in (local, remote):
+        assert got.missing == {"q2": [12345]}
+        assert {c.pmid for c in got.chunks["q1"]} <= {abstracts[0]["pmid"], abstracts[7]["pmid"]}
+        assert got.chunks["q2"] and {c.pmid for c in got.chunks["q2"]} == {abstracts[9]["pmid"]}
+        assert got.chunks["q3"] == []
+    key = {q: [(c.pmid, c.chunk, c.text) for c in chunks] for q, chunks in local.chunks.items()}
+    assert key == {q: [(c.pmid, c.chunk, c.text) for c in chunks] for q, chunks in remote.chunks.items()}
+    status, data = server.call("/indexed", {"pmids": [abstracts[0]["pmid"], 1]})
+    assert status == 200 and data["indexed"] == [abstracts[0]["pmid"]]
+
+
 def test_rebuild_published_while_serving_is_picked_up(
     server: Server, abstracts: list[dict[str, Any]], embedder: Embedder
 ) -> None:
