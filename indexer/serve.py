@@ -4,8 +4,9 @@
 for all queries or one list per query) and returns ``{"results": [[hit, ...], ...]}``
 with pmid, chunk, score and text per hit; ``POST /indexed`` with ``{"pmids": [...]}``
 says which of them have chunks; ``GET /health`` returns the manifest summary and the
-model. Requests waiting at the same time are embedded and searched as one batch (one model call, one FAISS call): the batcher takes every query queued while the
-previous batch ran, up to `ServeLimits.batch`, so a lone client is not delayed.
+model. Requests waiting at the same time are embedded and searched as one batch (one
+model call, one FAISS call): the batcher takes every query queued while the previous
+batch ran, up to `ServeLimits.batch`, so a lone client is not delayed.
 
 A watcher polls ``manifest.json``; when a rebuild publishes a new one, the new
 generation is opened (memory-mapped, cheap) and swapped in. A batch holds the
