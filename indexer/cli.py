@@ -1,4 +1,4 @@
-"""The ``indexer`` command: ``rebuild``, ``search`` and ``verify`` over plain functions.
+"""The ``indexer`` command: ``rebuild``, ``search``, ``serve`` and ``verify`` over plain functions.
 
 Exit 0 on success, 1 on a pipeline error (one line on stderr naming what and where),
 2 on bad usage. Heavy libraries are imported inside the commands.
@@ -15,7 +15,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 app = typer.Typer(
-    help="Embed the article store into a sharded FAISS index, search it, verify it.",
+    help="Embed the article store into a sharded FAISS index, search it, serve it over HTTP, verify it.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -115,35 +115,128 @@ def rebuild(
 
 @app.command()
 def search(
-    question: Annotated[str, typer.Argument(help="The question or text to search for.")],
+    question: Annotated[str | None, typer.Argument(help="The question or text to search for.")] = None,
+    queries: Annotated[
+        str | None,
+        typer.Option("--queries", help="File with one query per line, or - for stdin; prints one JSON line per query."),
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Hits to return.")] = 10,
     pmids: Annotated[str | None, typer.Option(help="Comma-separated PMIDs to search within.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
+    server: Annotated[
+        str | None, typer.Option("--server", help="URL of a running `indexer serve` to ask (no model loaded here).")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="File holding the server's bearer token.")
+    ] = None,
     index: IndexOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Print the chunks nearest to a question."""
+    """Print the chunks nearest to a question, or to every line of --queries (JSON lines)."""
     _setup_logging()
+    if (question is None) == (queries is None):
+        raise typer.BadParameter("give a QUESTION or --queries FILE|-, not both", param_hint="QUESTION")
+    if server is not None and not server.startswith(("http://", "https://")):
+        raise typer.BadParameter("must be an http:// or https:// URL", param_hint="--server")
     wanted: list[int] | None = None
     if pmids is not None:
         try:
             wanted = [int(p) for p in pmids.split(",") if p.strip()]
         except ValueError:
             raise typer.BadParameter("must be comma-separated integers", param_hint="--pmids") from None
+    texts = [question] if question is not None else _read_queries(queries or "-")
+    try:
+        results = _search_all(texts, k, wanted, server, token_file, index, config)
+    except _errors() as exc:
+        _fail(str(exc))
+    if queries is not None:
+        for text, hits in zip(texts, results, strict=True):
+            typer.echo(json.dumps({"query": text, "hits": hits}, ensure_ascii=False))
+        return
+    hits = results[0]
+    if as_json:
+        typer.echo(json.dumps(hits, ensure_ascii=False, indent=2))
+        return
+    for rank, hit in enumerate(hits, 1):
+        text = " ".join(hit["text"].split())
+        typer.echo(f"{rank:>3}. {hit['score']:.3f}  pmid {hit['pmid']} chunk {hit['chunk']}  {text[:160]}")
+    typer.echo(f"{len(hits)} hits from {server or _config(config, {'index': index}).index}", err=True)
+
+
+def _read_queries(source: str) -> list[str]:
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            lines = Path(source).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"{source}: cannot read queries ({exc})")
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        _fail(f"{'stdin' if source == '-' else source}: no queries (one per line)")
+    return texts
+
+
+def _search_all(
+    texts: list[str],
+    k: int,
+    wanted: list[int] | None,
+    server: str | None,
+    token_file: Path | None,
+    index: Path | None,
+    config: Path | None,
+) -> list[list[dict[str, Any]]]:
+    """Hits as dicts, from the server (no model loaded here) or from the index opened in this process."""
+    if server is not None:
+        from indexer.client import read_token, search_server
+
+        return search_server(server, texts, k, wanted, read_token(token_file))
     cfg = _config(config, {"index": index})
     from indexer.search import open_index
 
+    opened = open_index(cfg.index)
+    out: list[list[dict[str, Any]]] = []
+    for first in range(0, len(texts), 256):
+        found = opened.search(texts[first : first + 256], k=k, pmids=wanted)
+        out.extend([hit.__dict__ for hit in hits] for hits in found)
+    return out
+
+
+@app.command()
+def serve(
+    index: IndexOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean to expose it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind; 0 picks a free one.")] = 8000,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="File holding a bearer token every request must send."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda: where the model embeds queries.")] = "auto",
+    max_k: Annotated[int, typer.Option("--max-k", min=1, help="Largest k a request may ask.")] = 100,
+    max_pmids: Annotated[int, typer.Option("--max-pmids", min=1, help="Most PMIDs in one request's filter.")] = 10_000,
+    max_body: Annotated[int, typer.Option("--max-body", min=1024, help="Largest request body in bytes.")] = 1 << 20,
+    batch: Annotated[int, typer.Option(min=1, help="Most queries embedded and searched together.")] = 64,
+    reload_seconds: Annotated[
+        float, typer.Option("--reload-seconds", min=0.05, help="How often to look for a newly published manifest.")
+    ] = 1.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve POST /search and GET /health over HTTP (JSON); picks up new rebuilds without a restart."""
+    _setup_logging()
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
+    cfg = _config(config, {"index": index})
+    from indexer.client import read_token
+    from indexer.serve import ServeLimits, run_server
+
     try:
-        hits = open_index(cfg.index).search(question, k=k, pmids=wanted)[0]
+        token = read_token(token_file)
+        limits = ServeLimits(max_body=max_body, max_k=max_k, max_pmids=max_pmids, batch=batch)
+        run_server(cfg.index, host, port, token, device, limits, reload_seconds)
+    except OSError as exc:
+        _fail(f"cannot serve on {host}:{port} ({exc.strerror or exc})")
     except _errors() as exc:
         _fail(str(exc))
-    if as_json:
-        typer.echo(json.dumps([hit.__dict__ for hit in hits], ensure_ascii=False, indent=2))
-        return
-    for rank, hit in enumerate(hits, 1):
-        text = " ".join(hit.text.split())
-        typer.echo(f"{rank:>3}. {hit.score:.3f}  pmid {hit.pmid} chunk {hit.chunk}  {text[:160]}")
-    typer.echo(f"{len(hits)} hits from {cfg.index}", err=True)
 
 
 @app.command()

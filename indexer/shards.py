@@ -4,8 +4,14 @@ A shard holds the chunks of the articles whose PMID // shard_size is NNNNN. Its 
 carries a digest of its content, so a rebuild never overwrites a file the published
 manifest points at, and a resumed rebuild finds shards it already wrote. The ids
 Parquet maps each FAISS id (``pmid << 8 | chunk``) to pmid, chunk, text span, article
-and chunk hashes and the chunk text. Shards of an IVF index share one trained
-quantizer; `check_same_quantizer` proves it before any merge (FAISS does not).
+and chunk hashes, the chunk text and the vector's slot in the FAISS file (inverted list
+and offset for IVF, position for IDMap); its rows are sorted by id in row groups of
+`IDS_ROW_GROUP` rows, so a reader finds any id's row group from the footer statistics
+and reads texts only for hits. Shards of an IVF index share one trained quantizer;
+`check_same_quantizer` proves it before any merge (FAISS does not).
+
+Memory: writing holds one shard; `open_index_mmap` maps the FAISS file (IVF lists and
+flat codes stay on disk, paged in by the kernel) and holds only the coarse quantizer.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from indexer.factory import ivf_of, quantizer_fingerprint
 from store.atomic import atomic_write, atomic_write_bytes
 
 SHARDS_DIR = "shards"
+IDS_ROW_GROUP = 1024
+"""Rows per row group of an ids Parquet: the most texts read to return one hit."""
+NO_SLOT = -1
 
 IDS_SCHEMA = pa.schema(
     [
@@ -37,6 +46,8 @@ IDS_SCHEMA = pa.schema(
         pa.field("text", pa.string(), nullable=False),
     ]
 )
+SLOT_FIELD = pa.field("slot", pa.int64(), nullable=False)
+"""Where a vector lives in its FAISS file: ``list << 32 | offset`` (IVF), position (IDMap), or -1."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +64,16 @@ class ShardEntry:
     n_articles: int
     pmid_min: int
     pmid_max: int
+    index_bytes: int | None = None
+    ids_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ShardEntry:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        optional = {"index_bytes", "ids_bytes"}
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data or name not in optional})
 
 
 def shard_stem(number: int, digest: str) -> str:
@@ -86,16 +100,61 @@ def sha256_file(path: Path) -> str:
 
 
 def write_shard(index_dir: Path, number: int, digest: str, index: Any, table: pa.Table) -> ShardEntry:
-    """Write index then ids atomically under the shard's content name; return its entry."""
+    """Write index then ids atomically under the shard's content name; return its entry.
+
+    The ids rows are written sorted by id with each vector's slot, in row groups of
+    `IDS_ROW_GROUP` rows with id statistics.
+    """
     import faiss
 
     folder = index_dir / SHARDS_DIR
     stem = shard_stem(number, digest)
     index_path, ids_path = folder / f"{stem}.faiss", folder / f"{stem}.ids.parquet"
     atomic_write_bytes(index_path, faiss.serialize_index(index).tobytes())
+    table = table.select(IDS_SCHEMA.names).cast(IDS_SCHEMA)
+    table = table.take(np.argsort(table.column("id").to_numpy(), kind="stable"))
+    table = table.append_column(SLOT_FIELD, pa.array(vector_slots(index, table.column("id").to_numpy())))
     with atomic_write(ids_path) as handle:
-        pq.write_table(table.cast(IDS_SCHEMA), handle, compression="zstd")
+        pq.write_table(
+            table,
+            handle,
+            compression="zstd",
+            row_group_size=IDS_ROW_GROUP,
+            write_statistics=["id", "pmid"],
+        )
     return entry_for(number, digest, index_path, ids_path, table)
+
+
+def vector_slots(index: Any, ids: np.ndarray) -> np.ndarray:
+    """The slot of each of ``ids`` in ``index`` (see `SLOT_FIELD`); -1 where the layout has none."""
+    import faiss
+
+    out = np.full(len(ids), NO_SLOT, dtype=np.int64)
+    if not len(ids):
+        return out
+    top: Any = faiss.downcast_index(index)
+    if isinstance(top, faiss.IndexIVF):
+        stored, slots = [], []
+        invlists: Any = top.invlists
+        for number in range(top.nlist):
+            size = invlists.list_size(number)
+            if size:
+                stored.append(faiss.rev_swig_ptr(invlists.get_ids(number), size).copy())
+                slots.append((np.int64(number) << np.int64(32)) | np.arange(size, dtype=np.int64))
+        if not stored:
+            return out
+        all_ids, all_slots = np.concatenate(stored), np.concatenate(slots)
+    elif hasattr(top, "id_map") and not isinstance(faiss.downcast_index(top.index), faiss.IndexIVF):
+        all_ids = faiss.vector_to_array(top.id_map).astype(np.int64)
+        all_slots = np.arange(len(all_ids), dtype=np.int64)
+    else:
+        return out
+    order = np.argsort(all_ids, kind="stable")
+    where = np.searchsorted(all_ids[order], ids)
+    where = np.minimum(where, len(all_ids) - 1)
+    found = all_ids[order][where] == ids
+    out[found] = all_slots[order][where[found]]
+    return out
 
 
 def entry_for(number: int, digest: str, index_path: Path, ids_path: Path, table: pa.Table) -> ShardEntry:
@@ -111,6 +170,8 @@ def entry_for(number: int, digest: str, index_path: Path, ids_path: Path, table:
         n_articles=len(np.unique(pmids)),
         pmid_min=int(pmids.min()) if len(pmids) else 0,
         pmid_max=int(pmids.max()) if len(pmids) else 0,
+        index_bytes=index_path.stat().st_size,
+        ids_bytes=ids_path.stat().st_size,
     )
 
 
@@ -123,9 +184,10 @@ def find_written(index_dir: Path, number: int, digest: str) -> tuple[Path, Path]
 
 
 def read_ids(index_dir: Path, entry: ShardEntry, columns: list[str] | None = None) -> pa.Table:
+    """The whole ids table of a shard (the `IDS_SCHEMA` columns unless ``columns`` are named)."""
     path = index_dir / entry.ids_file
     try:
-        return pq.read_table(path, columns=columns)
+        return pq.read_table(path, columns=columns or IDS_SCHEMA.names)
     except (OSError, pa.ArrowException) as exc:
         raise CorruptShardError(f"{path}: corrupt shard ids file ({exc}); run `indexer rebuild --full`") from exc
 
@@ -147,6 +209,69 @@ def read_index(index_dir: Path, entry: ShardEntry, check: bool = True) -> Any:
     if index.ntotal != entry.n_vectors:
         raise CorruptShardError(f"{path}: corrupt shard ({index.ntotal} vectors, manifest says {entry.n_vectors})")
     return index
+
+
+def check_sizes(index_dir: Path, entry: ShardEntry) -> None:
+    """Both files of a shard exist with the sizes the manifest records (no hashing)."""
+    for name, size in ((entry.index_file, entry.index_bytes), (entry.ids_file, entry.ids_bytes)):
+        path = index_dir / name
+        try:
+            found = path.stat().st_size
+        except OSError:
+            raise CorruptShardError(f"{path}: shard file missing; run `indexer rebuild --full`") from None
+        if size is not None and found != size:
+            raise CorruptShardError(
+                f"{path}: corrupt shard ({found} bytes, manifest says {size}); run `indexer rebuild --full`"
+            )
+
+
+def check_checksums(index_dir: Path, entry: ShardEntry) -> None:
+    """Both files of a shard hash to the manifest's SHA-256 (reads every byte: `indexer verify`)."""
+    for name, expected in ((entry.index_file, entry.index_sha256), (entry.ids_file, entry.ids_sha256)):
+        path = index_dir / name
+        if not path.is_file():
+            raise CorruptShardError(f"{path}: shard file missing; run `indexer rebuild --full`")
+        if sha256_file(path) != expected:
+            raise CorruptShardError(f"{path}: corrupt shard (checksum mismatch); run `indexer rebuild --full`")
+
+
+def open_index_mmap(index_dir: Path, entry: ShardEntry) -> Any:
+    """A shard's FAISS index, memory-mapped: IVF lists and flat codes stay in the file.
+
+    The mapping outlives the file's removal, so a reader keeps working on a generation
+    that a later rebuild has replaced.
+    """
+    import faiss
+
+    check_sizes(index_dir, entry)
+    path = index_dir / entry.index_file
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    ivf = head[:2] in (b"Iw", b"Iv")
+    flags = faiss.IO_FLAG_MMAP if ivf else getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_READ_ONLY)
+    try:
+        index = faiss.read_index(str(path), flags)
+    except RuntimeError as exc:
+        raise CorruptShardError(f"{path}: corrupt shard (unreadable by FAISS); run `indexer rebuild --full`") from exc
+    if index.ntotal != entry.n_vectors:
+        raise CorruptShardError(f"{path}: corrupt shard ({index.ntotal} vectors, manifest says {entry.n_vectors})")
+    return index
+
+
+def vectors_at_slots(index: Any, slots: np.ndarray) -> np.ndarray:
+    """Stored vectors at ``slots`` (from the ids Parquet), decoded without a direct map."""
+    import faiss
+
+    out = np.zeros((len(slots), index.d), dtype=np.float32)
+    top: Any = faiss.downcast_index(index)
+    if isinstance(top, faiss.IndexIVF):
+        for row, slot in enumerate(slots.tolist()):
+            top.reconstruct_from_offset(slot >> 32, slot & 0xFFFFFFFF, faiss.swig_ptr(out[row]))
+        return out
+    inner = faiss.downcast_index(top.index)
+    if len(slots):
+        out[:] = inner.reconstruct_batch(np.ascontiguousarray(slots, dtype=np.int64))
+    return out
 
 
 def check_same_quantizer(indexes: list[Any], names: list[str], expected: str | None) -> None:

@@ -81,6 +81,9 @@ def splits(
     bioasq: BioasqOpt = None,
     pubmedqa: Annotated[Path | None, typer.Option(help="PubMedQA ori_pqal.json-form file ('maybe' dropped).")] = None,
     index: Annotated[Path | None, typer.Option(help="FAISS index folder to retrieve document chunks from.")] = None,
+    index_server: Annotated[
+        str | None, typer.Option("--index-server", help="URL of a running `indexer serve` to retrieve from instead.")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder for the splits.")] = None,
     official_batches: Annotated[
         Path | None, typer.Option(help="JSON {batch: [ids]}: these ids become the test split.")
@@ -107,6 +110,7 @@ def splits(
             config,
             {
                 "index": index,
+                "index_server": index_server,
                 "splits": out,
                 "official_batches": official_batches,
                 "test_fraction": test_fraction,

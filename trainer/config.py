@@ -33,6 +33,14 @@ class TrainerConfig(StageConfig):
         description="FAISS index to retrieve each question's document chunks from; None or a missing folder "
         "means no retrieved context (recorded as such).",
     )
+    index_server: str | None = Field(
+        default=None,
+        description="URL of a running `indexer serve` to retrieve from instead of opening the index here "
+        "(no FAISS or embedding model in this process); the token, if any, is read from index_token_file.",
+    )
+    index_token_file: ConfigPath | None = Field(
+        default=None, description="File holding the bearer token of index_server."
+    )
     store: ConfigPath | None = Field(
         default=None, description="Article store that documents fetched online are written to (None: do not store)."
     )

@@ -1,5 +1,10 @@
 """Context retrieval: the top chunks of each question's own documents from the FAISS index.
 
+The index is opened memory-mapped (`indexer.search.open_index`: texts are read only for
+the hits, and which documents are indexed is looked up for the questions' PMIDs only),
+or asked over HTTP when ``index_server`` names a running `indexer serve`. Memory: the
+questions and their hits, whatever the size of the index.
+
 Documents absent from the index are fetched through the crawler's E-utilities client when
 ``fetch_missing`` is on (written to the store, index rebuilt); otherwise they are recorded
 as missing so the split report says how much context each question really had.
@@ -69,9 +74,38 @@ def _fetch_into_store(pmids: list[int], cfg: TrainerConfig, manifest_model: str)
     return len(result.articles)
 
 
+def _retrieve_from_server(questions: Sequence[Question], cfg: TrainerConfig, out: Retrieval) -> Retrieval:
+    """Ask a running `indexer serve`; documents with no chunk in any hit list count as missing."""
+    from indexer.client import health, indexed_on_server, read_token, search_server
+    from indexer.errors import IndexerError
+
+    assert cfg.index_server is not None
+    asked = [q for q in questions if q.documents]
+    try:
+        token = read_token(Path(cfg.index_token_file) if cfg.index_token_file else None)
+        info = health(cfg.index_server, token)
+        found: set[int] = set()
+        if asked:
+            found = indexed_on_server(cfg.index_server, {p for q in asked for p in q.documents}, token)
+            wanted = [q for q in asked if found.intersection(q.documents)]
+            results = search_server(
+                cfg.index_server, [q.body for q in wanted], cfg.retrieve_k, [list(q.documents) for q in wanted], token
+            )
+            for q, hits in zip(wanted, results, strict=True):
+                out.chunks[q.id] = [Chunk(h["pmid"], h["chunk"], h["score"], h["text"]) for h in hits]
+    except IndexerError as exc:
+        raise TrainerError(f"retrieval from {cfg.index_server}: {exc}") from None
+    out.corpus = f"{cfg.index_server} ({info.get('articles')} articles, model {info.get('model')})"
+    out.missing = {q.id: [p for p in q.documents if p not in found] for q in questions}
+    out.missing = {k: v for k, v in out.missing.items() if v}
+    return out
+
+
 def retrieve(questions: Sequence[Question], cfg: TrainerConfig) -> Retrieval:
     """Top ``cfg.retrieve_k`` chunks of each question's own documents (pmids filter)."""
     out = Retrieval(chunks={q.id: [] for q in questions})
+    if cfg.retrieve_k and cfg.index_server is not None:
+        return _retrieve_from_server(questions, cfg, out)
     if cfg.retrieve_k == 0 or cfg.index is None or not (Path(cfg.index) / "manifest.json").is_file():
         if cfg.retrieve_k and cfg.index is not None:
             log.warning("%s: no index there; questions get no retrieved context", cfg.index)
@@ -81,14 +115,15 @@ def retrieve(questions: Sequence[Question], cfg: TrainerConfig) -> Retrieval:
     from indexer.search import open_index
 
     try:
+        documents = {p for q in questions for p in q.documents}
         index = open_index(cfg.index)
-        indexed = index.pmids()
-        wanted = sorted({p for q in questions for p in q.documents} - indexed)
+        indexed = index.indexed(documents)
+        wanted = sorted(documents - indexed)
         if wanted and cfg.fetch_missing:
             out.fetched = _fetch_into_store(wanted, cfg, index.manifest.model)
             index = open_index(cfg.index)
-            indexed = index.pmids()
-        out.corpus = f"{cfg.index} ({len(indexed)} articles, model {index.manifest.model})"
+            indexed = index.indexed(documents)
+        out.corpus = f"{cfg.index} ({index.manifest.n_articles} articles, model {index.manifest.model})"
         asked = [q for q in questions if indexed.intersection(q.documents)]
         if asked:
             filters: list[Iterable[int]] = [q.documents for q in asked]

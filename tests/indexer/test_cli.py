@@ -85,11 +85,16 @@ def test_corrupt_shard_is_named(tmp_path: Path, base_build: Path, empty_config: 
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    for command in (["verify", "--no-store"], ["search", "anything"]):
-        result = runner.invoke(app, [*command, "--index", str(tmp_path / "index"), "--config", str(empty_config)])
-        assert result.exit_code == 1
-        assert victim.name in result.output and "corrupt shard" in result.output
-        assert "Traceback" not in result.output
+    opts = ["--index", str(tmp_path / "index"), "--config", str(empty_config)]
+    result = runner.invoke(app, ["verify", "--no-store", *opts])
+    assert result.exit_code == 1, "verify hashes every shard"
+    assert victim.name in result.output and "corrupt shard" in result.output
+    assert "Traceback" not in result.output
+    victim.write_bytes(bytes(data[:-100]))
+    result = runner.invoke(app, ["search", "anything", *opts])
+    assert result.exit_code == 1, "opening checks sizes (not checksums)"
+    assert victim.name in result.output and "corrupt shard" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_model_dimension_mismatch(tmp_path: Path, base_build: Path, empty_config: Path) -> None:

@@ -74,7 +74,7 @@ def test_sigkill_mid_rebuild_then_resume(
     # The previous index is untouched and fully usable.
     assert (workspace / "index" / "manifest.json").read_bytes() == manifest_before
     old = open_index(workspace / "index", embedder)
-    assert abstracts[0]["pmid"] in set(old.shards.ids.column("pmid").to_pylist())
+    assert abstracts[0]["pmid"] in old.indexed([abstracts[0]["pmid"]])
     assert old.search("pitch processing", k=3)[0]
 
     resumed = run_rebuild(workspace)
