@@ -1,7 +1,10 @@
 """`trainer fit`: Hugging Face Trainer over the train split with class-weighted cross-entropy.
 
-Class weights are computed once over the whole training split (1/n_c normalised so the mean
-example weight is 1, the rare class times ``class_weight_penalty``). Batches are padded
+Class weights are computed once over the training split's questions, not its views
+(1/n_c normalised so the mean question weight is 1, the rare class times
+``class_weight_penalty``): augmentation multiplies the views of the rare class and would
+otherwise hide, or invert, the imbalance. Checkpoints count only once `trainer.checkpoints`
+has marked them complete, so a killed fit never leaves one that resume would load. Batches are padded
 dynamically; valid macro F1 drives checkpoint choice and early stopping; a rerun resumes
 from the last checkpoint. The adapter (with the full head and pooler) is published as
 ``<run>/adapter`` by a folder rename, beside the resolved config, history and plots.
@@ -24,6 +27,7 @@ from typing import Any
 from store.atomic import atomic_write_json, fsync_dir
 from store.config import write_resolved_config
 from trainer import LABELS
+from trainer.checkpoints import last_complete_checkpoint, mark_complete
 from trainer.config import TrainerConfig
 from trainer.errors import TrainerError
 from trainer.metrics import binary_metrics
@@ -35,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def class_weights(labels: Sequence[int], penalty: float = 1.0, n_classes: int = len(LABELS)) -> list[float]:
-    """Weight per class: N / (C * n_c) (mean example weight 1), the rarest present class times ``penalty``."""
+    """Weight per class: N / (C * n_c) (mean weight 1), the rarest present class times ``penalty``."""
     counts = Counter(int(x) for x in labels)
     total = sum(counts.values())
     if not total:
@@ -46,6 +50,20 @@ def class_weights(labels: Sequence[int], penalty: float = 1.0, n_classes: int = 
     if len(present) > 1:
         weights[rare] *= penalty
     return weights
+
+
+def question_labels(views: Sequence[View]) -> list[int]:
+    """One label per labelled question of ``views`` (its first view's), in first-seen order."""
+    seen: dict[str, int] = {}
+    for v in views:
+        if v.label_id >= 0:
+            seen.setdefault(v.question_id, v.label_id)
+    return list(seen.values())
+
+
+def question_class_weights(views: Sequence[View], penalty: float = 1.0) -> list[float]:
+    """`class_weights` counted over the questions of ``views``, however many views each has."""
+    return class_weights(question_labels(views), penalty)
 
 
 class EncodedViews:
@@ -94,6 +112,12 @@ def make_trainer_class() -> type:
             weight = self.class_weight_tensor.to(logits.device)
             loss = torch.nn.functional.cross_entropy(logits, labels, weight=weight)
             return (loss, outputs) if return_outputs else loss
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            super()._save_checkpoint(model, trial)
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            if folder.is_dir():
+                mark_complete(folder, self.state.global_step)
 
     return WeightedTrainer
 
@@ -197,7 +221,6 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
     """Train an adapter on ``cfg.splits`` into run folder ``cfg.out``; returns timings and weights."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -210,8 +233,8 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
     valid_views = [v for v in valid_views if v.label_id >= 0]
     if not train_views:
         raise TrainerError(f"{cfg.splits}/train.parquet: no labelled views to train on")
-    weights = class_weights([v.label_id for v in train_views], cfg.class_weight_penalty)
-    log.info("class weights (no, yes) over %d training views: %s", len(train_views), weights)
+    weights = question_class_weights(train_views, cfg.class_weight_penalty)
+    log.info("class weights (no, yes) over %d training questions: %s", len(question_labels(train_views)), weights)
     write_resolved_config(cfg, run)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg)
@@ -234,7 +257,7 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
         callbacks=callbacks,
         class_weights=weights,
     )
-    last = get_last_checkpoint(str(run / "checkpoints")) if cfg.resume and (run / "checkpoints").is_dir() else None
+    last = last_complete_checkpoint(run / "checkpoints") if cfg.resume else None
     if last:
         log.info("resuming from %s", last)
     if cuda:
