@@ -69,3 +69,17 @@ def last_complete_checkpoint(root: str | Path, remove_torn: bool = True) -> str 
             log.warning("removing torn checkpoint %s (no %s: the fit writing it was stopped)", folder, MARKER)
             shutil.rmtree(folder, ignore_errors=True)
     return str(best) if best is not None else None
+
+
+def with_complete_checkpoints(trainer_cls: type) -> type:
+    """Subclass of a transformers ``Trainer`` class that marks each checkpoint complete once written."""
+
+    class CompleteCheckpoints(trainer_cls):
+        def _save_checkpoint(self, model: object, trial: object) -> None:
+            super()._save_checkpoint(model, trial)
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            if folder.is_dir():
+                mark_complete(folder, self.state.global_step)
+
+    CompleteCheckpoints.__name__ = trainer_cls.__name__
+    return CompleteCheckpoints

@@ -61,6 +61,15 @@ def view_logits(model: Any, tokenizer: Any, views: Sequence[View], max_length: i
     return out
 
 
+def score_views(model: Any, tokenizer: Any, views: Sequence[View], cfg: TrainerConfig) -> np.ndarray:
+    """(n_views x 2) scores of (no, yes) from the run's head: classifier logits or verbalizer log-probs."""
+    if cfg.head == "verbalizer":
+        from trainer.verbalizer import verbalizer_scores
+
+        return verbalizer_scores(model, tokenizer, views, cfg)
+    return view_logits(model, tokenizer, views, cfg.max_length, cfg.eval_batch_size)
+
+
 def aggregate(views: Sequence[View], logits: np.ndarray) -> tuple[list[str], np.ndarray]:
     """(question ids in first-seen order, mean logits per question)."""
     ids: list[str] = []
@@ -183,7 +192,7 @@ def evaluate_run(run: str | Path, questions: Sequence[Question] | None = None) -
     views = views_for_questions(questions, cfg) if questions is not None else read_split(cfg.splits, "test")
     if not views:
         raise TrainerError(f"{run}: nothing to evaluate (no test views)")
-    logits = view_logits(model, tokenizer, views, cfg.max_length, cfg.eval_batch_size)
+    logits = score_views(model, tokenizer, views, cfg)
     train_views = read_split(cfg.splits, "train") if (Path(cfg.splits) / "train.parquet").is_file() else []
     return score(views, logits, train_views, cfg, Path(run))
 
@@ -194,7 +203,7 @@ def predict(run: str | Path, questions: Sequence[Question]) -> dict[str, Any]:
 
     model, tokenizer, cfg = load_trained(run)
     views = views_for_questions(questions, cfg)
-    logits = view_logits(model, tokenizer, views, cfg.max_length, cfg.eval_batch_size)
+    logits = score_views(model, tokenizer, views, cfg)
     ids, q_logits = aggregate(views, logits)
     p_yes = softmax_yes(q_logits) if len(ids) else np.zeros(0)
     n_views = {i: sum(1 for v in views if v.question_id == i) for i in ids}

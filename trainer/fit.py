@@ -27,11 +27,11 @@ from typing import Any
 from store.atomic import atomic_write_json, fsync_dir
 from store.config import write_resolved_config
 from trainer import LABELS
-from trainer.checkpoints import last_complete_checkpoint, mark_complete
+from trainer.checkpoints import last_complete_checkpoint, with_complete_checkpoints
 from trainer.config import TrainerConfig
 from trainer.errors import TrainerError
 from trainer.metrics import binary_metrics
-from trainer.model import ADAPTER_DIR, build_model, has_cuda, load_tokenizer
+from trainer.model import ADAPTER_DIR, build_model, has_cuda, is_decoder, load_tokenizer
 from trainer.splits import read_split
 from trainer.views import View
 
@@ -113,12 +113,6 @@ def make_trainer_class() -> type:
             loss = torch.nn.functional.cross_entropy(logits, labels, weight=weight)
             return (loss, outputs) if return_outputs else loss
 
-        def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            super()._save_checkpoint(model, trial)
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            if folder.is_dir():
-                mark_complete(folder, self.state.global_step)
-
     return WeightedTrainer
 
 
@@ -181,7 +175,8 @@ def save_adapter(model: Any, tokenizer: Any, run: Path) -> Path:
     return run / ADAPTER_DIR
 
 
-def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: bool) -> Any:
+def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: bool, decoder: bool = False) -> Any:
+    """Trainer arguments; decoders get gradient checkpointing, paged 8-bit AdamW and bf16 on CUDA."""
     from transformers import TrainingArguments
 
     strategy = "no" if not has_valid else ("steps" if cfg.eval_steps else "epoch")
@@ -209,7 +204,12 @@ def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: boo
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=not cuda,
-        bf16=cfg.uses_bf16(cuda) and cfg.quant == "none",
+        bf16=cfg.uses_bf16(cuda) and (cfg.quant == "none" or decoder),
+        optim=cfg.optimizer(cuda),
+        gradient_checkpointing=cfg.uses_gradient_checkpointing(cuda, decoder),
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        label_names=["labels"],
+        remove_unused_columns=cfg.head == "classifier",
         report_to=[],
         disable_tqdm=not sys.stderr.isatty(),
         dataloader_num_workers=0,
@@ -239,23 +239,41 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, cuda)
-    train_ds = EncodedViews(train_views, tokenizer, cfg.max_length)
-    valid_ds = EncodedViews(valid_views, tokenizer, cfg.max_length) if valid_views else None
+    decoder = is_decoder(cfg.model)
+    extra: dict[str, Any] = {}
+    train_ds: Any
+    valid_ds: Any
+    if cfg.head == "verbalizer":
+        from trainer import verbalizer
+
+        no_id, yes_id = verbalizer.label_token_ids(tokenizer)
+        train_ds = verbalizer.VerbalizerExamples(train_views, tokenizer, cfg, weights)
+        valid_ds = verbalizer.VerbalizerExamples(valid_views, tokenizer, cfg) if valid_views else None
+        collator: Any = verbalizer.Collator(int(tokenizer.pad_token_id))
+        trainer_cls = verbalizer.make_trainer_class()
+        metrics: Any = verbalizer.make_compute_metrics(yes_id)
+        extra["preprocess_logits_for_metrics"] = verbalizer.make_pick_scores(no_id, yes_id)
+    else:
+        train_ds = EncodedViews(train_views, tokenizer, cfg.max_length)
+        valid_ds = EncodedViews(valid_views, tokenizer, cfg.max_length) if valid_views else None
+        collator = DataCollatorWithPadding(tokenizer)
+        trainer_cls = make_trainer_class()
+        metrics = compute_metrics
+        extra["class_weights"] = weights
     callbacks: list[Any] = []
     if valid_ds is not None and cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     if on_log is not None:
         callbacks.append(on_log)
-    trainer_cls = make_trainer_class()
-    trainer = trainer_cls(
+    trainer = with_complete_checkpoints(trainer_cls)(
         model=model,
-        args=training_arguments(cfg, run, cuda, valid_ds is not None),
+        args=training_arguments(cfg, run, cuda, valid_ds is not None, decoder),
         train_dataset=train_ds,
         eval_dataset=valid_ds,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
+        data_collator=collator,
+        compute_metrics=metrics,
         callbacks=callbacks,
-        class_weights=weights,
+        **extra,
     )
     last = last_complete_checkpoint(run / "checkpoints") if cfg.resume else None
     if last:
