@@ -148,7 +148,7 @@ def peak_memory_mb(cuda: bool) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _publish_folder(tmp: Path, target: Path) -> None:
+def publish_folder(tmp: Path, target: Path) -> None:
     """Replace ``target`` with the complete folder ``tmp`` (rename; old copy removed after)."""
     old = target.with_name(f".old-{target.name}")
     if old.exists():
@@ -171,7 +171,7 @@ def save_adapter(model: Any, tokenizer: Any, run: Path) -> Path:
     for f in tmp.iterdir():
         with open(f, "rb") as handle:
             os.fsync(handle.fileno())
-    _publish_folder(tmp, run / ADAPTER_DIR)
+    publish_folder(tmp, run / ADAPTER_DIR)
     return run / ADAPTER_DIR
 
 
