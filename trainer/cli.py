@@ -152,6 +152,10 @@ def fit(
     max_length: Annotated[int | None, typer.Option(help="Token limit per example.")] = None,
     class_weight_penalty: Annotated[float | None, typer.Option(help="Extra weight factor for the rare class.")] = None,
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience in evaluations (0: off).")] = None,
+    ensemble: Annotated[
+        str | None,
+        typer.Option(help="none, or lexical: average with the TF-IDF classifier (weights chosen on valid)."),
+    ] = None,
     eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
     resume: Annotated[
         bool | None, typer.Option("--resume/--no-resume", help="Resume from the last checkpoint.")
@@ -183,6 +187,7 @@ def fit(
                 "max_length": max_length,
                 "class_weight_penalty": class_weight_penalty,
                 "early_stopping_patience": patience,
+                "ensemble": ensemble,
                 "eval_steps": eval_steps,
                 "resume": resume,
                 "seed": seed,

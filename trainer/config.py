@@ -136,6 +136,11 @@ class TrainerConfig(StageConfig):
     grad_accum: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
     warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0, description="Share of steps with linear warm-up.")
     weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
+    ensemble: Literal["none", "lexical"] = Field(
+        default="none",
+        description="lexical: answer with the model's calibrated P(yes) averaged with the TF-IDF classifier's, "
+        "temperature and weight chosen on valid at the end of the fit (see trainer/ensemble.py).",
+    )
     class_weight_penalty: float = Field(
         default=1.0, gt=0.0, description="Extra factor on the rare class's weight (weights are 1/n_c, normalised)."
     )

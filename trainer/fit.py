@@ -288,6 +288,12 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
     best_entry = max(evals, key=lambda h: h["eval_macro_f1"]) if evals else {}
     best = {k[5:]: float(v) for k, v in best_entry.items() if k[5:] in ("accuracy", "f1_yes", "f1_no", "macro_f1")}
     save_adapter(trainer.model, tokenizer, run)
+    if cfg.ensemble == "lexical" and valid_views:
+        from trainer.ensemble import choose
+        from trainer.evaluate import score_views
+
+        choice = choose(valid_views, score_views(trainer.model, tokenizer, valid_views, cfg), train_views, run)
+        log.info("ensemble (lexical) chosen on valid: %s", choice)
     eval_seconds = sum(float(h.get("eval_runtime", 0.0)) for h in history)
     steps = int(trainer.state.global_step)
     trained = min(steps * cfg.batch_size * cfg.grad_accum, int(len(train_views) * cfg.epochs) + cfg.batch_size)
