@@ -140,7 +140,12 @@ def run_arm(name: str, questions: list[Question], cfg: TrainerConfig) -> dict[st
         )
     print(f"[{name}] {result.line()}", flush=True)
     for r in out:
-        print(f"[{r['arm']}] test {scored.questions} questions: {fmt(r['test'])}", flush=True)
+        vs = r["vs_tfidf"]
+        print(
+            f"[{r['arm']}] test {scored.questions} questions: {fmt(r['test'])}; vs TF-IDF {vs['difference']:+.3f}, "
+            f"wins {vs['a_wins_share']:.1%} of paired resamples",
+            flush=True,
+        )
     return {"arms": out}
 
 

@@ -12,6 +12,7 @@ from the last checkpoint. The adapter (with the full head and pooler) is publish
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import resource
@@ -180,7 +181,14 @@ def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: boo
     from transformers import TrainingArguments
 
     strategy = "no" if not has_valid else ("steps" if cfg.eval_steps else "epoch")
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"  # renamed in transformers 5.x
+    checkpointing: dict[str, Any] = {
+        f"{prefix}_checkpointing": cfg.uses_gradient_checkpointing(cuda, decoder),
+        f"{prefix}_checkpointing_kwargs": {"use_reentrant": False},
+    }
     return TrainingArguments(
+        **checkpointing,
         output_dir=str(run / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
@@ -206,8 +214,6 @@ def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: boo
         use_cpu=not cuda,
         bf16=cfg.uses_bf16(cuda) and (cfg.quant == "none" or decoder),
         optim=cfg.optimizer(cuda),
-        gradient_checkpointing=cfg.uses_gradient_checkpointing(cuda, decoder),
-        gradient_checkpointing_kwargs={"use_reentrant": False},
         label_names=["labels"],
         remove_unused_columns=cfg.head == "classifier",
         report_to=[],
