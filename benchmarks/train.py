@@ -1,22 +1,21 @@
-"""Trainer benchmark: honest held-out macro F1 of the QLoRA yes/no classifier, beside baselines.
+"""Trainer benchmark: held-out macro F1 of trainer recipes (arms) on BioASQ, beside the baselines.
 
 The BioASQ file is split by question id (seeded, stratified, 20% test, 10% valid) before
-any augmentation. Variants, all QLoRA (NF4) on the packaged all-MiniLM-L6-v2:
+any augmentation. Each arm is one recipe on the packaged all-MiniLM-L6-v2:
 
-1. snippets only                     (prompt = question + snippets, no augmentation)
-2. snippets only + augmentation      (rare class gets one extra view per snippet)
-3. snippets + retrieved context      (prompt adds the top chunks of the question's own
-4. ... + augmentation                 documents from ``--index``)
+- ``prompt``: QLoRA (NF4), one prompt view (question + snippets) per question;
+- ``cross``: plain LoRA as a cross-encoder over (question, snippet) pairs: every training
+  question gets one view per snippet, and a test question's answer pools (averages the
+  logits of) its prompt view and its snippet views;
+- ``<arm>+lexical``: the same fit with ``ensemble='lexical'`` (calibrated P(yes) averaged
+  with the TF-IDF classifier's, weight chosen on valid only): costs no extra training.
 
-Variants 3/4 are trained only when some question actually has retrieved context; offline
-the BioASQ documents are in no local store, and the output says so instead of repeating
-variants 1/2. Beside the model: the all-yes, nearest-neighbour and TF-IDF classifier (word 1-2 grams,
-logistic regression) baselines on the same test questions. Speed: training
-examples/second of QLoRA against plain LoRA (``quant=none``, the named peer) on the same
-batches, and peak resident memory of each.
+For every arm: macro F1 with 95% bootstrap intervals beside all-yes, nearest-neighbour and
+the TF-IDF classifier on the same test questions; a paired bootstrap over questions of the
+arm against the TF-IDF classifier; training examples/s and the process's peak RSS.
 
-Usage: python benchmarks/train.py --bioasq training12b_yesno.json [--index data/index]
-       [--pubmedqa ori_pqal_dev500.json] [--epochs 3] [--max-length 128] [--out runs/bench-train]
+Usage: python benchmarks/train.py --bioasq training12b_yesno.json [--arms prompt,cross]
+       [--epochs 3] [--max-length 128] [--out /tmp/bench-train]
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from trainer.config import TrainerConfig  # noqa: E402
-from trainer.questions import Question, load_bioasq, load_pubmedqa  # noqa: E402
+from trainer.questions import Question, load_bioasq  # noqa: E402
 
 
 def base_config(args: argparse.Namespace, folder: Path, **values: Any) -> TrainerConfig:
@@ -66,22 +65,50 @@ def fmt(m: dict[str, Any]) -> str:
     )
 
 
-def run_variant(name: str, questions: list[Question], cfg: TrainerConfig) -> dict[str, Any]:
-    from trainer.evaluate import score, view_logits
+ARMS: dict[str, dict[str, Any]] = {
+    "prompt": {"prompt_parts": ["snippets"], "augment": "none", "retrieve_k": 0, "quant": "nf4"},
+    "cross": {
+        "prompt_parts": ["snippets"],
+        "augment": "all",
+        "augment_views": ["q+snippet"],
+        "eval_views": ["prompt", "q+snippet"],
+        "retrieve_k": 0,
+        "quant": "none",
+    },
+}
+
+
+def run_arm(name: str, questions: list[Question], cfg: TrainerConfig) -> dict[str, Any]:
+    """Split, fit (with the lexical ensemble chosen on valid), score on test; one record per arm and its ensemble."""
+    from trainer.baselines import tfidf_classifier
+    from trainer.ensemble import load_choice
+    from trainer.evaluate import aggregate, evidence_texts, score, score_views
     from trainer.fit import fit
+    from trainer.metrics import paired_bootstrap
     from trainer.model import load_trained
     from trainer.splits import build_splits, read_split
 
     report = build_splits(questions, cfg)
     result = fit(cfg)
     model, tokenizer, _ = load_trained(cfg.out)
-    test = read_split(cfg.splits, "test")
+    test, train = read_split(cfg.splits, "test"), read_split(cfg.splits, "train")
     started = time.perf_counter()
-    logits = view_logits(model, tokenizer, test, cfg.max_length, cfg.eval_batch_size)
+    logits = score_views(model, tokenizer, test, cfg)
     predict_s = time.perf_counter() - started
-    scored = score(test, logits, read_split(cfg.splits, "train"), cfg, Path(cfg.out))
-    out = {
-        "variant": name,
+    choice = load_choice(cfg.out)
+    scored = score(test, logits, train, cfg, Path(cfg.out), ensemble=choice)
+    ids, _ = aggregate(test, logits)
+    gold_of = {v.question_id: v.label_id for v in test}
+    gold = [gold_of[i] for i in ids]
+    preds = json.loads((Path(cfg.out) / "predictions.json").read_text())
+    ensemble_pred = [int(p["predicted"] == "yes") for p in preds]
+    alone_pred = [int(x) for x in aggregate(test, logits)[1].argmax(axis=1)]
+    labels: dict[str, int] = {}
+    for v in train:
+        labels.setdefault(v.question_id, v.label_id)
+    train_text, test_text = evidence_texts(train), evidence_texts(test)
+    words = tfidf_classifier([train_text[i] for i in labels], list(labels.values()), [test_text[i] for i in ids])
+    common = {
         "train_views": result.train_examples,
         "train_questions": sum(report.questions["train"].values()),
         "steps": result.steps,
@@ -90,130 +117,93 @@ def run_variant(name: str, questions: list[Question], cfg: TrainerConfig) -> dic
         "peak_rss_mib_so_far": round(result.peak_memory_mb),
         "best_valid": result.best_valid,
         "test_predict_views_per_s": round(len(test) / predict_s, 1),
-        "test": scored.as_dict(),
-        "retrieval": report.retrieval,
+        "baselines": {k: v for k, v in scored.baselines.items() if k != "model alone"},
     }
+    alone = scored.baselines.get("model alone", scored.model)
+    out = [
+        {
+            **common,
+            "arm": name,
+            "test": alone,
+            "vs_tfidf": paired_bootstrap(gold, alone_pred, words, cfg.bootstrap, cfg.seed),
+        }
+    ]
+    if choice is not None:
+        out.append(
+            {
+                **common,
+                "arm": f"{name}+lexical",
+                "ensemble": choice,
+                "test": scored.model,
+                "vs_tfidf": paired_bootstrap(gold, ensemble_pred, words, cfg.bootstrap, cfg.seed),
+            }
+        )
     print(f"[{name}] {result.line()}", flush=True)
-    print(f"[{name}] test {scored.questions} questions: model {fmt(scored.model)}", flush=True)
-    return out
-
-
-def throughput(args: argparse.Namespace, folder: Path, quant: str, steps: int, splits: Path) -> tuple[float, float]:
-    """(training examples/second, peak RSS MiB of a child process) for ``steps`` steps at the benchmark's shape."""
-    import subprocess
-
-    code = (
-        f"import json,sys,time; sys.path.insert(0, {str(REPO)!r})\n"
-        "from trainer.config import TrainerConfig\n"
-        "from trainer.fit import fit\n"
-        "cfg = TrainerConfig.model_validate(json.loads(sys.argv[1]))\n"
-        "r = fit(cfg); print('RESULT', r.examples_per_second, r.peak_memory_mb)\n"
-    )
-    cfg = base_config(
-        args,
-        folder / f"speed-{quant}",
-        splits=splits,
-        quant=quant,
-        max_steps=steps,
-        eval_steps=10_000,
-        early_stopping_patience=0,
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(cfg.model_dump(mode="json"))], capture_output=True, text=True
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    if proc.returncode or not lines:
-        raise RuntimeError(f"throughput run ({quant}) failed: {proc.stderr[-500:]}")
-    _, eps, peak = lines[-1].split()
-    return float(eps), float(peak)
+    for r in out:
+        vs = r["vs_tfidf"]
+        print(
+            f"[{r['arm']}] test {scored.questions} questions: {fmt(r['test'])}; vs TF-IDF {vs['difference']:+.3f}, "
+            f"wins {vs['a_wins_share']:.1%} of paired resamples",
+            flush=True,
+        )
+    return {"arms": out}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bioasq", type=Path, required=True, help="BioASQ training file (yes/no questions used).")
-    parser.add_argument("--index", type=Path, default=None, help="Index for retrieved context (default: none).")
-    parser.add_argument("--pubmedqa", type=Path, default=None, help="Also run a PubMedQA variant (own abstracts).")
+    parser.add_argument("--arms", default="prompt,cross", help=f"Comma list of arms: {', '.join(ARMS)}.")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-train"))
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--aug-snippets", type=int, default=3, help="One-snippet views per augmented question.")
+    parser.add_argument("--aug-snippets", type=int, default=3, help="One-snippet views per question (cross arm).")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--speed-steps", type=int, default=12)
-    parser.add_argument("--skip-aug", action="store_true", help="Skip the augmentation variants.")
-    parser.add_argument("--variants", default="snippets,snippets+aug", help="Snippet variants to train (comma list).")
+    parser.add_argument("--index", type=Path, default=None, help="Index for retrieved context (default: none).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
     questions = load_bioasq(args.bioasq)
     print(f"BioASQ: {len(questions)} yes/no questions from {args.bioasq}; split by id, seed {args.seed}, 20% test")
-    results: list[dict[str, Any]] = []
-    known = {
-        "snippets": {"prompt_parts": ["snippets"], "augment": "none", "retrieve_k": 0},
-        "snippets+aug": {"prompt_parts": ["snippets"], "augment": "rare", "retrieve_k": 0},
-    }
-    chosen = [v for v in args.variants.split(",") if v and not (args.skip_aug and v.endswith("+aug"))]
-    variants = [(name, known[name]) for name in chosen]
-    for name, values in variants:
-        results.append(run_variant(name, questions, base_config(args, args.out / name, **values)))
-    # Retrieved context: only trained when the index gives some question context.
-    from trainer.retrieval import retrieve
-
-    probe = retrieve(questions, base_config(args, args.out / "probe", prompt_parts=["snippets", "documents"]))
-    summary = probe.summary()
-    print(
-        f"retrieval corpus: {summary['corpus'] or 'none (no index given or found)'}; "
-        f"{summary['questions_with_retrieved_context']} of {len(questions)} questions have retrieved context; "
-        f"{summary['missing_documents']} distinct documents missing from the index"
-    )
-    if summary["questions_with_retrieved_context"]:
-        for name, augment in [("snippets+retrieved", "none"), ("snippets+retrieved+aug", "rare")][
-            : 1 + any(n.endswith("+aug") for n, _ in variants)
-        ]:
-            cfg = base_config(args, args.out / name, prompt_parts=["snippets", "documents"], augment=augment)
-            results.append(run_variant(name, questions, cfg))
-    else:
-        print("snippets+retrieved(+aug): not trained - with no retrieved context their inputs equal snippets(+aug)")
-    if args.pubmedqa is not None:
-        pqa = load_pubmedqa(args.pubmedqa)
-        cfg = base_config(args, args.out / "pubmedqa", prompt_parts=["snippets"], augment="none", retrieve_k=0)
-        results.append(run_variant("pubmedqa (own abstract as context)", pqa, cfg))
-    splits_for_speed = args.out / variants[0][0] / "splits"
-    qlora_eps, qlora_mem = throughput(args, args.out, "nf4", args.speed_steps, splits_for_speed)
-    lora_eps, lora_mem = throughput(args, args.out, "none", args.speed_steps, splits_for_speed)
+    arms: list[dict[str, Any]] = []
+    for name in [a for a in args.arms.split(",") if a]:
+        if name not in ARMS:
+            parser.error(f"unknown arm {name!r}; known: {', '.join(ARMS)}")
+        cfg = base_config(args, args.out / name, ensemble="lexical", **ARMS[name])
+        arms += run_arm(name, questions, cfg)["arms"]
+    first = arms[0]
     print()
-    print(f"=== test split: {results[0]['test']['questions']} BioASQ questions (macro F1 [bootstrap 95% CI]) ===")
-    first = results[0]["test"]
+    print(f"=== seed-{args.seed} test split: {first['test']['n']} BioASQ questions (macro F1 [bootstrap 95% CI]) ===")
     for name, m in first["baselines"].items():
         print(f"  {name:34s} {fmt(m)}")
-    for r in results:
-        print(f"  {'QLoRA ' + r['variant']:34s} {fmt(r['test']['model'])}")
-        if r["variant"].startswith("pubmedqa"):
-            for name, m in r["test"]["baselines"].items():
-                print(f"  {'  pubmedqa ' + name:34s} {fmt(m)}")
-    print()
-    print(f"=== speed at max_length {args.max_length}, batch {args.batch_size}, {args.speed_steps} steps ===")
-    print(f"  QLoRA nf4 : {qlora_eps:6.2f} training examples/s, peak RSS {qlora_mem:.0f} MiB")
-    print(f"  plain LoRA: {lora_eps:6.2f} training examples/s, peak RSS {lora_mem:.0f} MiB (peer)")
-    print(f"  ratio QLoRA / plain LoRA: {qlora_eps / lora_eps:.2f}x speed, {qlora_mem / lora_mem:.2f}x memory")
-    for r in results:
+    for r in arms:
+        vs = r["vs_tfidf"]
+        lo, hi = vs["difference_ci"]
         print(
-            f"  {r['variant']}: {r['train_views']} training views, {r['steps']} steps in {r['fit_seconds']}s "
-            f"({r['train_examples_per_s']} ex/s incl. contention), test scoring {r['test_predict_views_per_s']} views/s"
+            f"  {r['arm']:34s} {fmt(r['test'])}  vs TF-IDF {vs['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}], "
+            f"wins {vs['a_wins_share']:.1%} of {vs['resamples']} paired resamples"
         )
-    best = max(r["test"]["model"]["macro_f1"] for r in results if not r["variant"].startswith("pubmedqa"))
+    print()
+    for r in arms:
+        print(
+            f"  {r['arm']}: {r['train_views']} training views, {r['steps']} steps in {r['fit_seconds']}s "
+            f"({r['train_examples_per_s']} ex/s on a shared CPU), peak RSS so far {r['peak_rss_mib_so_far']} MiB"
+        )
     nn = max(m["macro_f1"] for k, m in first["baselines"].items() if k.startswith("nearest"))
-    words = max(m["macro_f1"] for k, m in first["baselines"].items() if k.startswith("TF-IDF"))
+    alone = max((r for r in arms if "+" not in r["arm"]), key=lambda r: r["test"]["macro_f1"])
+    best = max(arms, key=lambda r: r["test"]["macro_f1"])
     print(
-        f"target macro F1 >= 0.80: best BioASQ variant {best:.3f} ({best - 0.80:+.3f}); "
-        f"margin over NN {best - nn:+.3f}, over TF-IDF {best - words:+.3f}"
+        f"targets: best arm {best['arm']} {best['test']['macro_f1']:.3f} (target >= 0.74: "
+        f"{best['test']['macro_f1'] - 0.74:+.3f}), wins {best['vs_tfidf']['a_wins_share']:.1%} vs TF-IDF "
+        f"(target >= 95%); best model alone {alone['arm']} {alone['test']['macro_f1']:.3f}, "
+        f"{alone['test']['macro_f1'] - nn:+.3f} over nearest-neighbour (target >= +0.05)"
     )
     print(f"total {time.perf_counter() - started:.0f}s")
     from store.atomic import atomic_write_json
 
-    atomic_write_json(args.out / "benchmark.json", {"results": results, "speed": [qlora_eps, lora_eps]})
+    atomic_write_json(args.out / "benchmark.json", {"arms": arms})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ COMMANDS = [
     [str(BIN / "indexer"), "search"],
     [str(BIN / "indexer"), "verify"],
     [str(BIN / "trainer")],
-    *([str(BIN / "trainer"), sub] for sub in ("splits", "fit", "eval", "predict", "tune")),
+    *([str(BIN / "trainer"), sub] for sub in ("splits", "fit", "eval", "predict", "tune", "export")),
     [sys.executable, "-m", "crawler.baseline"],
     [sys.executable, "-m", "crawler.local_eutils"],
     [sys.executable, "demo/run_demo.py"],

@@ -59,17 +59,24 @@ def vote(train_vecs: np.ndarray, train_labels: np.ndarray, test_vecs: np.ndarray
 
 def tfidf_classifier(train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str]) -> list[int]:
     """TF-IDF (word 1-2 grams, sublinear tf) + logistic regression with balanced class weights."""
+    return [int(p >= 0.5) for p in tfidf_probabilities(train_texts, train_labels, test_texts)]
+
+
+def tfidf_probabilities(
+    train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str]
+) -> np.ndarray:
+    """P(yes) of the TF-IDF classifier for each of ``test_texts``."""
     if not train_texts:
         raise ValueError("TF-IDF classifier baseline needs training questions")
     classes = sorted(set(train_labels))
     if len(classes) == 1:  # nothing to learn: the one class seen
-        return [int(classes[0])] * len(test_texts)
+        return np.full(len(test_texts), float(classes[0]))
     if not test_texts:
-        return []
+        return np.zeros(0)
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
     model = LogisticRegression(class_weight="balanced", max_iter=2000)
     model.fit(vectorizer.fit_transform(list(train_texts)), np.asarray(train_labels, dtype=np.int64))
-    return [int(p) for p in model.predict(vectorizer.transform(list(test_texts)))]
+    return np.asarray(model.predict_proba(vectorizer.transform(list(test_texts)))[:, 1], dtype=np.float64)

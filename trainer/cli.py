@@ -1,4 +1,4 @@
-"""The ``trainer`` command: splits, fit, eval, predict, tune (thin Typer wrappers over plain functions).
+"""The ``trainer`` command: splits, fit, eval, predict, tune, export (thin Typer wrappers over plain functions).
 
 Exit codes: 0 success, 1 pipeline error (one line saying what and where), 2 bad usage
 (including bad configuration values). Heavy libraries load inside the commands.
@@ -131,7 +131,19 @@ def splits(
 @app.command()
 def fit(
     splits_dir: SplitsOpt = None,
-    model: Annotated[str | None, typer.Option(help="HF id or local folder of the base model.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="HF id or local folder of the base model: an encoder or a causal LM.")
+    ] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help="classifier (sequence classification; decoders pool the last token) or verbalizer "
+            "(decoders: chat-prompt fine-tuning, scored by the 'yes'/'no' next-token log-probs)."
+        ),
+    ] = None,
+    rationale: Annotated[
+        str | None, typer.Option(help="Verbalizer target after the answer: none or ideal_answer.")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (adapter, config, metrics, plots).")] = None,
     quant: Annotated[str | None, typer.Option(help="nf4 (QLoRA) or none (plain LoRA).")] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
@@ -144,6 +156,10 @@ def fit(
     max_length: Annotated[int | None, typer.Option(help="Token limit per example.")] = None,
     class_weight_penalty: Annotated[float | None, typer.Option(help="Extra weight factor for the rare class.")] = None,
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience in evaluations (0: off).")] = None,
+    ensemble: Annotated[
+        str | None,
+        typer.Option(help="none, or lexical: average with the TF-IDF classifier (weights chosen on valid)."),
+    ] = None,
     eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
     resume: Annotated[
         bool | None, typer.Option("--resume/--no-resume", help="Resume from the last checkpoint.")
@@ -161,6 +177,8 @@ def fit(
             {
                 "splits": splits_dir,
                 "model": model,
+                "head": head,
+                "rationale": rationale,
                 "out": out,
                 "quant": quant,
                 "lora_r": lora_r,
@@ -173,6 +191,7 @@ def fit(
                 "max_length": max_length,
                 "class_weight_penalty": class_weight_penalty,
                 "early_stopping_patience": patience,
+                "ensemble": ensemble,
                 "eval_steps": eval_steps,
                 "resume": resume,
                 "seed": seed,
@@ -256,6 +275,41 @@ def tune(
         )
         best = run_tune(cfg)
         typer.echo(f"tune -> {cfg.out}: best trial {best['trial']} valid macro F1 {best['valid_macro_f1']:.3f}")
+
+    _run(action)
+
+
+@app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created; an hf-dataset folder is replaced).")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="jsonl-chat: <split>.jsonl, one {messages: [system, user, assistant]} chat per line; "
+            "hf-dataset: a Hugging Face datasets folder (load_from_disk) with a README.md dataset card.",
+        ),
+    ] = "jsonl-chat",
+    splits_dir: SplitsOpt = None,
+    rationale: Annotated[
+        str | None, typer.Option(help="Assistant turn after the answer: none or ideal_answer.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the splits as chats (system instructions, user context + question, assistant answer)."""
+
+    def action() -> None:
+        from trainer.export import FORMATS, export
+
+        if fmt not in FORMATS:
+            raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+        overrides: dict[str, Any] = {"splits": splits_dir, "rationale": rationale}
+        if rationale not in (None, "none"):
+            overrides["head"] = "verbalizer"
+        cfg = _config(config, overrides)
+        counts = export(cfg, out, fmt)
+        parts = ", ".join(f"{name} {n}" for name, n in counts.items())
+        typer.echo(f"export -> {out} ({fmt}): chats {parts}")
 
     _run(action)
 

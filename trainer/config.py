@@ -89,13 +89,35 @@ class TrainerConfig(StageConfig):
         default=PACKAGED_MODEL,
         description=f"Hugging Face id or local folder of the base model; {PACKAGED_MODEL!r} is the packaged MiniLM.",
     )
+    head: Literal["classifier", "verbalizer"] = Field(
+        default="classifier",
+        description="classifier: sequence classification (encoders, or decoders pooled on the last token); "
+        "verbalizer: a causal LM fine-tuned on a chat prompt to answer 'yes'/'no', scored by those tokens' "
+        "next-token log-probabilities (decoders only).",
+    )
+    rationale: Literal["none", "ideal_answer"] = Field(
+        default="none",
+        description="Verbalizer target after the answer: none, or the question's ideal answer (still scored by "
+        "the first answer token).",
+    )
+    system_prompt: str = Field(
+        default="You answer biomedical yes/no questions from the context given. Reply with yes or no.",
+        min_length=1,
+        description="Instructions at the start of the verbalizer's chat prompt.",
+    )
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Recompute activations in the backward pass: auto = on for decoders on CUDA."
+    )
+    optim: Literal["auto", "adamw_torch", "paged_adamw_8bit"] = Field(
+        default="auto", description="Optimiser: auto = paged 8-bit AdamW on CUDA, torch AdamW on CPU."
+    )
     quant: Literal["nf4", "none"] = Field(
         default="nf4", description="nf4: QLoRA over a bitsandbytes 4-bit NF4 base; none: plain LoRA over full weights."
     )
     double_quant: bool = Field(default=True, description="Quantise the 4-bit quantisation constants too (nf4 only).")
     skip_quant_modules: list[str] = Field(
-        default_factory=lambda: ["classifier", "score", r".*pooler"],
-        description="Module name patterns kept out of 4-bit quantisation (the classification head and pooler).",
+        default_factory=lambda: ["classifier", "score", "lm_head", r".*pooler"],
+        description="Module name patterns kept out of 4-bit quantisation (classification head, LM head, pooler).",
     )
     lora_r: int = Field(default=16, ge=1, le=1024, description="LoRA rank.")
     lora_alpha: float = Field(default=32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
@@ -106,8 +128,9 @@ class TrainerConfig(StageConfig):
         description="Modules that get LoRA adapters; ['all-linear'] means every linear layer except the head.",
     )
     modules_to_save: list[str] = Field(
-        default_factory=lambda: ["classifier", "pooler"],
-        description="Modules trained in full and saved with the adapter (head and pooler; missing ones are skipped).",
+        default_factory=lambda: ["classifier", "score", "pooler"],
+        description="Modules trained in full and saved with the adapter (the head: classifier or a decoder's "
+        "score, and the pooler; missing ones are skipped).",
     )
     max_length: int = Field(default=256, ge=8, le=8192, description="Token limit per example (question + context).")
 
@@ -121,6 +144,11 @@ class TrainerConfig(StageConfig):
     grad_accum: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
     warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0, description="Share of steps with linear warm-up.")
     weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
+    ensemble: Literal["none", "lexical"] = Field(
+        default="none",
+        description="lexical: answer with the model's calibrated P(yes) averaged with the TF-IDF classifier's, "
+        "temperature and weight chosen on valid at the end of the fit (see trainer/ensemble.py).",
+    )
     class_weight_penalty: float = Field(
         default=1.0, gt=0.0, description="Extra factor on the rare class's weight (weights are 1/n_c, normalised)."
     )
@@ -152,8 +180,20 @@ class TrainerConfig(StageConfig):
             raise ValueError("prompt_parts includes 'documents' but retrieve_k is 0; set retrieve_k >= 1")
         if self.fetch_missing and (self.store is None or self.index is None):
             raise ValueError("fetch_missing needs both store and index (fetched articles are stored, then indexed)")
+        if self.rationale != "none" and self.head != "verbalizer":
+            raise ValueError("rationale needs head = 'verbalizer' (a classifier head has no text target)")
         return self
 
     def uses_bf16(self, cuda: bool) -> bool:
         """Whether compute runs in bf16 on this machine."""
         return self.bf16 == "on" or (self.bf16 == "auto" and cuda)
+
+    def uses_gradient_checkpointing(self, cuda: bool, decoder: bool) -> bool:
+        """Whether activations are recomputed in the backward pass."""
+        return self.gradient_checkpointing == "on" or (self.gradient_checkpointing == "auto" and cuda and decoder)
+
+    def optimizer(self, cuda: bool) -> str:
+        """The Trainer ``optim`` name on this machine."""
+        if self.optim != "auto":
+            return self.optim
+        return "paged_adamw_8bit" if cuda else "adamw_torch"

@@ -61,6 +61,15 @@ def view_logits(model: Any, tokenizer: Any, views: Sequence[View], max_length: i
     return out
 
 
+def score_views(model: Any, tokenizer: Any, views: Sequence[View], cfg: TrainerConfig) -> np.ndarray:
+    """(n_views x 2) scores of (no, yes) from the run's head: classifier logits or verbalizer log-probs."""
+    if cfg.head == "verbalizer":
+        from trainer.verbalizer import verbalizer_scores
+
+        return verbalizer_scores(model, tokenizer, views, cfg)
+    return view_logits(model, tokenizer, views, cfg.max_length, cfg.eval_batch_size)
+
+
 def aggregate(views: Sequence[View], logits: np.ndarray) -> tuple[list[str], np.ndarray]:
     """(question ids in first-seen order, mean logits per question)."""
     ids: list[str] = []
@@ -107,15 +116,26 @@ def score(
     cfg: TrainerConfig,
     run: Path | None = None,
     nn_embedder: object | None = None,
+    ensemble: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Question-level metrics of the model and of the all-yes, nearest-neighbour and TF-IDF classifier baselines."""
+    """Question-level metrics of the model and of the all-yes, nearest-neighbour and TF-IDF classifier baselines.
+
+    With an ``ensemble`` choice (`trainer.ensemble`) the model's answers are the ensemble's and
+    the model's own answers are reported as "model alone".
+    """
     ids, q_logits = aggregate(views, logits)
     gold_of = {v.question_id: v.label_id for v in views}
     gold = [gold_of[i] for i in ids]
     if any(g < 0 for g in gold):
         raise TrainerError("evaluation questions need yes/no answers (exact_answer)")
     pred = [int(x) for x in np.argmax(q_logits, axis=1)]
+    alone = report(gold, pred, cfg.bootstrap, cfg.seed)
+    if ensemble is not None:
+        q_logits = ensemble_logits(ensemble, train_views, ids, views, q_logits)
+        pred = [int(x) for x in np.argmax(q_logits, axis=1)]
     result = EvalResult(model=report(gold, pred, cfg.bootstrap, cfg.seed), questions=len(ids), views=len(views))
+    if ensemble is not None:
+        result.baselines["model alone"] = alone
     result.baselines["all-yes"] = report(gold, all_yes(len(gold)), cfg.bootstrap, cfg.seed)
     train_q: dict[str, tuple[str, int]] = {}
     for v in train_views:
@@ -141,6 +161,19 @@ def score(
         score_histogram(softmax_yes(logits).tolist(), [v.label_id for v in views], run / "view_scores.png")
         write_report(run)
     return result
+
+
+def ensemble_logits(
+    choice: dict[str, Any], train_views: Sequence[View], ids: Sequence[str], views: Sequence[View], q_logits: np.ndarray
+) -> np.ndarray:
+    """Per-question (log P(no), log P(yes)) of the ensemble ``choice`` (so argmax and softmax still apply)."""
+    from trainer.ensemble import combine, lexical_for
+
+    if not train_views:
+        raise TrainerError("the lexical ensemble needs the run's train split (its TF-IDF classifier learns from it)")
+    p = combine(q_logits, lexical_for(train_views, ids, views), choice["weight_model"], choice["temperature"])
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.stack([np.log(1 - p), np.log(p)], axis=1).astype(np.float32)
 
 
 def evidence_texts(views: Sequence[View]) -> dict[str, str]:
@@ -183,9 +216,23 @@ def evaluate_run(run: str | Path, questions: Sequence[Question] | None = None) -
     views = views_for_questions(questions, cfg) if questions is not None else read_split(cfg.splits, "test")
     if not views:
         raise TrainerError(f"{run}: nothing to evaluate (no test views)")
-    logits = view_logits(model, tokenizer, views, cfg.max_length, cfg.eval_batch_size)
+    logits = score_views(model, tokenizer, views, cfg)
     train_views = read_split(cfg.splits, "train") if (Path(cfg.splits) / "train.parquet").is_file() else []
-    return score(views, logits, train_views, cfg, Path(run))
+    return score(views, logits, train_views, cfg, Path(run), ensemble=run_ensemble(run, cfg))
+
+
+def run_ensemble(run: str | Path, cfg: TrainerConfig) -> dict[str, Any] | None:
+    """The run's ensemble choice when its config asks for one (an error when the fit did not make it)."""
+    if cfg.ensemble == "none":
+        return None
+    from trainer.ensemble import ENSEMBLE_FILE, load_choice
+
+    choice = load_choice(run)
+    if choice is None:
+        raise TrainerError(
+            f"{run}: ensemble {cfg.ensemble!r} configured but no {ENSEMBLE_FILE} (fit had no valid split)"
+        )
+    return choice
 
 
 def predict(run: str | Path, questions: Sequence[Question]) -> dict[str, Any]:
@@ -194,8 +241,11 @@ def predict(run: str | Path, questions: Sequence[Question]) -> dict[str, Any]:
 
     model, tokenizer, cfg = load_trained(run)
     views = views_for_questions(questions, cfg)
-    logits = view_logits(model, tokenizer, views, cfg.max_length, cfg.eval_batch_size)
+    logits = score_views(model, tokenizer, views, cfg)
     ids, q_logits = aggregate(views, logits)
+    choice = run_ensemble(run, cfg)
+    if choice is not None and ids:
+        q_logits = ensemble_logits(choice, read_split(cfg.splits, "train"), ids, views, q_logits)
     p_yes = softmax_yes(q_logits) if len(ids) else np.zeros(0)
     n_views = {i: sum(1 for v in views if v.question_id == i) for i in ids}
     by_id = dict(zip(ids, range(len(ids)), strict=True))

@@ -1,7 +1,10 @@
 """`trainer fit`: Hugging Face Trainer over the train split with class-weighted cross-entropy.
 
-Class weights are computed once over the whole training split (1/n_c normalised so the mean
-example weight is 1, the rare class times ``class_weight_penalty``). Batches are padded
+Class weights are computed once over the training split's questions, not its views
+(1/n_c normalised so the mean question weight is 1, the rare class times
+``class_weight_penalty``): augmentation multiplies the views of the rare class and would
+otherwise hide, or invert, the imbalance. Checkpoints count only once `trainer.checkpoints`
+has marked them complete, so a killed fit never leaves one that resume would load. Batches are padded
 dynamically; valid macro F1 drives checkpoint choice and early stopping; a rerun resumes
 from the last checkpoint. The adapter (with the full head and pooler) is published as
 ``<run>/adapter`` by a folder rename, beside the resolved config, history and plots.
@@ -9,6 +12,7 @@ from the last checkpoint. The adapter (with the full head and pooler) is publish
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import resource
@@ -24,10 +28,11 @@ from typing import Any
 from store.atomic import atomic_write_json, fsync_dir
 from store.config import write_resolved_config
 from trainer import LABELS
+from trainer.checkpoints import last_complete_checkpoint, with_complete_checkpoints
 from trainer.config import TrainerConfig
 from trainer.errors import TrainerError
 from trainer.metrics import binary_metrics
-from trainer.model import ADAPTER_DIR, build_model, has_cuda, load_tokenizer
+from trainer.model import ADAPTER_DIR, build_model, has_cuda, is_decoder, load_tokenizer
 from trainer.splits import read_split
 from trainer.views import View
 
@@ -35,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 def class_weights(labels: Sequence[int], penalty: float = 1.0, n_classes: int = len(LABELS)) -> list[float]:
-    """Weight per class: N / (C * n_c) (mean example weight 1), the rarest present class times ``penalty``."""
+    """Weight per class: N / (C * n_c) (mean weight 1), the rarest present class times ``penalty``."""
     counts = Counter(int(x) for x in labels)
     total = sum(counts.values())
     if not total:
@@ -46,6 +51,20 @@ def class_weights(labels: Sequence[int], penalty: float = 1.0, n_classes: int = 
     if len(present) > 1:
         weights[rare] *= penalty
     return weights
+
+
+def question_labels(views: Sequence[View]) -> list[int]:
+    """One label per labelled question of ``views`` (its first view's), in first-seen order."""
+    seen: dict[str, int] = {}
+    for v in views:
+        if v.label_id >= 0:
+            seen.setdefault(v.question_id, v.label_id)
+    return list(seen.values())
+
+
+def question_class_weights(views: Sequence[View], penalty: float = 1.0) -> list[float]:
+    """`class_weights` counted over the questions of ``views``, however many views each has."""
+    return class_weights(question_labels(views), penalty)
 
 
 class EncodedViews:
@@ -130,7 +149,7 @@ def peak_memory_mb(cuda: bool) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _publish_folder(tmp: Path, target: Path) -> None:
+def publish_folder(tmp: Path, target: Path) -> None:
     """Replace ``target`` with the complete folder ``tmp`` (rename; old copy removed after)."""
     old = target.with_name(f".old-{target.name}")
     if old.exists():
@@ -153,15 +172,23 @@ def save_adapter(model: Any, tokenizer: Any, run: Path) -> Path:
     for f in tmp.iterdir():
         with open(f, "rb") as handle:
             os.fsync(handle.fileno())
-    _publish_folder(tmp, run / ADAPTER_DIR)
+    publish_folder(tmp, run / ADAPTER_DIR)
     return run / ADAPTER_DIR
 
 
-def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: bool) -> Any:
+def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: bool, decoder: bool = False) -> Any:
+    """Trainer arguments; decoders get gradient checkpointing, paged 8-bit AdamW and bf16 on CUDA."""
     from transformers import TrainingArguments
 
     strategy = "no" if not has_valid else ("steps" if cfg.eval_steps else "epoch")
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"  # renamed in transformers 5.x
+    checkpointing: dict[str, Any] = {
+        f"{prefix}_checkpointing": cfg.uses_gradient_checkpointing(cuda, decoder),
+        f"{prefix}_checkpointing_kwargs": {"use_reentrant": False},
+    }
     return TrainingArguments(
+        **checkpointing,
         output_dir=str(run / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
@@ -185,7 +212,10 @@ def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: boo
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=not cuda,
-        bf16=cfg.uses_bf16(cuda) and cfg.quant == "none",
+        bf16=cfg.uses_bf16(cuda) and (cfg.quant == "none" or decoder),
+        optim=cfg.optimizer(cuda),
+        label_names=["labels"],
+        remove_unused_columns=cfg.head == "classifier",
         report_to=[],
         disable_tqdm=not sys.stderr.isatty(),
         dataloader_num_workers=0,
@@ -197,7 +227,6 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
     """Train an adapter on ``cfg.splits`` into run folder ``cfg.out``; returns timings and weights."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -210,31 +239,49 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
     valid_views = [v for v in valid_views if v.label_id >= 0]
     if not train_views:
         raise TrainerError(f"{cfg.splits}/train.parquet: no labelled views to train on")
-    weights = class_weights([v.label_id for v in train_views], cfg.class_weight_penalty)
-    log.info("class weights (no, yes) over %d training views: %s", len(train_views), weights)
+    weights = question_class_weights(train_views, cfg.class_weight_penalty)
+    log.info("class weights (no, yes) over %d training questions: %s", len(question_labels(train_views)), weights)
     write_resolved_config(cfg, run)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, cuda)
-    train_ds = EncodedViews(train_views, tokenizer, cfg.max_length)
-    valid_ds = EncodedViews(valid_views, tokenizer, cfg.max_length) if valid_views else None
+    decoder = is_decoder(cfg.model)
+    extra: dict[str, Any] = {}
+    train_ds: Any
+    valid_ds: Any
+    if cfg.head == "verbalizer":
+        from trainer import verbalizer
+
+        no_id, yes_id = verbalizer.label_token_ids(tokenizer)
+        train_ds = verbalizer.VerbalizerExamples(train_views, tokenizer, cfg, weights)
+        valid_ds = verbalizer.VerbalizerExamples(valid_views, tokenizer, cfg) if valid_views else None
+        collator: Any = verbalizer.Collator(int(tokenizer.pad_token_id))
+        trainer_cls = verbalizer.make_trainer_class()
+        metrics: Any = verbalizer.make_compute_metrics(yes_id)
+        extra["preprocess_logits_for_metrics"] = verbalizer.make_pick_scores(no_id, yes_id)
+    else:
+        train_ds = EncodedViews(train_views, tokenizer, cfg.max_length)
+        valid_ds = EncodedViews(valid_views, tokenizer, cfg.max_length) if valid_views else None
+        collator = DataCollatorWithPadding(tokenizer)
+        trainer_cls = make_trainer_class()
+        metrics = compute_metrics
+        extra["class_weights"] = weights
     callbacks: list[Any] = []
     if valid_ds is not None and cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     if on_log is not None:
         callbacks.append(on_log)
-    trainer_cls = make_trainer_class()
-    trainer = trainer_cls(
+    trainer = with_complete_checkpoints(trainer_cls)(
         model=model,
-        args=training_arguments(cfg, run, cuda, valid_ds is not None),
+        args=training_arguments(cfg, run, cuda, valid_ds is not None, decoder),
         train_dataset=train_ds,
         eval_dataset=valid_ds,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
+        data_collator=collator,
+        compute_metrics=metrics,
         callbacks=callbacks,
-        class_weights=weights,
+        **extra,
     )
-    last = get_last_checkpoint(str(run / "checkpoints")) if cfg.resume and (run / "checkpoints").is_dir() else None
+    last = last_complete_checkpoint(run / "checkpoints") if cfg.resume else None
     if last:
         log.info("resuming from %s", last)
     if cuda:
@@ -247,6 +294,12 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
     best_entry = max(evals, key=lambda h: h["eval_macro_f1"]) if evals else {}
     best = {k[5:]: float(v) for k, v in best_entry.items() if k[5:] in ("accuracy", "f1_yes", "f1_no", "macro_f1")}
     save_adapter(trainer.model, tokenizer, run)
+    if cfg.ensemble == "lexical" and valid_views:
+        from trainer.ensemble import choose
+        from trainer.evaluate import score_views
+
+        choice = choose(valid_views, score_views(trainer.model, tokenizer, valid_views, cfg), train_views, run)
+        log.info("ensemble (lexical) chosen on valid: %s", choice)
     eval_seconds = sum(float(h.get("eval_runtime", 0.0)) for h in history)
     steps = int(trainer.state.global_step)
     trained = min(steps * cfg.batch_size * cfg.grad_accum, int(len(train_views) * cfg.epochs) + cfg.batch_size)

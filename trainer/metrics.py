@@ -59,3 +59,25 @@ def report(y_true: Sequence[int], y_pred: Sequence[int], n: int = 1000, seed: in
         out[f"{name}_ci"] = [lo, hi]
     out["n"] = len(y_true)
     return out
+
+
+def paired_bootstrap(
+    y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int], n: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Paired bootstrap over questions of macro F1(a) - macro F1(b): the share of resamples a wins,
+    the observed difference and its 95% interval."""
+    t, a, b = (np.asarray(x, dtype=np.int64) for x in (y_true, pred_a, pred_b))
+    if not (len(t) == len(a) == len(b)) or not len(t):
+        raise ValueError("paired bootstrap needs the same, non-empty questions for both systems")
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n)
+    for i in range(n):
+        idx = rng.integers(0, len(t), len(t))
+        diffs[i] = binary_metrics(t[idx], a[idx])["macro_f1"] - binary_metrics(t[idx], b[idx])["macro_f1"]
+    observed = binary_metrics(t, a)["macro_f1"] - binary_metrics(t, b)["macro_f1"]
+    return {
+        "difference": float(observed),
+        "difference_ci": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+        "a_wins_share": float(np.mean(diffs > 0)),
+        "resamples": n,
+    }

@@ -1,8 +1,14 @@
 """Base model, 4-bit NF4 quantisation and LoRA adapters; loading a trained run back.
 
-QLoRA by default: every linear layer of the encoder becomes a bitsandbytes ``Linear4bit``
-(NF4, compute dtype float32 on CPU, bf16 on CUDA) while the classifier and pooler stay full
-precision and are trained in full (``modules_to_save``); LoRA adapters go on ``target_modules``.
+QLoRA by default: every linear layer of the base model becomes a bitsandbytes ``Linear4bit``
+(NF4, compute dtype float32 on CPU, bf16 on CUDA) while the head (an encoder's classifier and
+pooler, a decoder's ``score`` layer, the LM head) stays full precision; classification heads
+are trained in full (``modules_to_save``); LoRA adapters go on ``target_modules``.
+
+Encoders (BERT family) get a sequence-classification head. Decoders (Llama, Qwen2, Gemma
+and other causal LMs) take ``head='classifier'`` (last-token pooling; the pad token is set
+so the last real token can be found) or ``head='verbalizer'`` (the causal LM itself, see
+`trainer.verbalizer`). A tokenizer without a chat template gets `DEFAULT_CHAT_TEMPLATE`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,17 @@ from trainer.errors import TrainerError
 log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
+
+DECODER_TYPES = frozenset(
+    {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "mistral", "phi3", "olmo2", "smollm3"}
+)
+"""Model types treated as decoder LLMs even when the config names no ``*ForCausalLM`` architecture."""
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+"""Role-tagged turns, used for tokenizers that ship no chat template of their own."""
 
 
 def resolve_model_path(name: str) -> str:
@@ -55,28 +72,65 @@ def quantization_config(cfg: TrainerConfig, cuda: bool) -> Any:
     )
 
 
+def is_decoder(model: str) -> bool:
+    """Whether the model at ``model`` (name or folder) is a decoder-only causal LM."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(model))
+    except (OSError, ValueError) as exc:
+        raise TrainerError(f"model {model!r}: cannot read its config: {str(exc).splitlines()[0]}") from None
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    archs = getattr(config, "architectures", None) or []
+    return any(a.endswith("ForCausalLM") for a in archs) or config.model_type in DECODER_TYPES
+
+
 def load_tokenizer(cfg: TrainerConfig) -> Any:
+    """The model's tokenizer; for decoders with a pad token (EOS when none) and a chat template."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(cfg.model)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise TrainerError(f"model {cfg.model!r}: cannot load tokenizer: {str(exc).splitlines()[0]}") from None
+    if cfg.head == "verbalizer" or is_decoder(cfg.model):
+        prepare_decoder_tokenizer(tokenizer)
+    return tokenizer
+
+
+def prepare_decoder_tokenizer(tokenizer: Any) -> Any:
+    """Set the pad token (EOS, or SEP for WordPiece vocabularies), EOS, and a default chat template."""
+    if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise TrainerError("tokenizer has neither a pad nor an end-of-sequence token")
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    return tokenizer
 
 
 def load_base_model(cfg: TrainerConfig, cuda: bool | None = None) -> Any:
-    """AutoModelForSequenceClassification with two labels (no, yes), quantised as ``cfg.quant`` says."""
+    """The base model quantised as ``cfg.quant`` says: a two-label (no, yes) sequence classifier, or for
+    ``head='verbalizer'`` the causal LM."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     cuda = has_cuda() if cuda is None else cuda
-    kwargs: dict[str, Any] = {
-        "num_labels": len(LABELS),
-        "id2label": dict(enumerate(LABELS)),
-        "label2id": {label: i for i, label in enumerate(LABELS)},
-    }
+    decoder = is_decoder(cfg.model)
+    if cfg.head == "verbalizer" and not decoder:
+        raise TrainerError(f"model {cfg.model!r}: head 'verbalizer' needs a decoder (causal LM); use 'classifier'")
+    kwargs: dict[str, Any] = {}
+    if cfg.head == "classifier":
+        kwargs = {
+            "num_labels": len(LABELS),
+            "id2label": dict(enumerate(LABELS)),
+            "label2id": {label: i for i, label in enumerate(LABELS)},
+        }
     quant = quantization_config(cfg, cuda)
     if quant is not None:
         kwargs["quantization_config"] = quant
@@ -89,13 +143,17 @@ def load_base_model(cfg: TrainerConfig, cuda: bool | None = None) -> Any:
         hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # the "classifier newly initialised" load report is expected here
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        auto: Any = AutoModelForCausalLM if cfg.head == "verbalizer" else AutoModelForSequenceClassification
+        model = auto.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise TrainerError(f"model {cfg.model!r}: cannot load: {str(exc).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     if quant is None and cuda:
         model = model.to("cuda")
+    if decoder and cfg.head == "classifier" and model.config.pad_token_id is None:
+        # last-token pooling finds each row's last real token through the pad id
+        model.config.pad_token_id = load_tokenizer(cfg).pad_token_id
     return model
 
 
@@ -109,16 +167,22 @@ def add_lora(model: Any, cfg: TrainerConfig) -> Any:
     """Wrap ``model`` in a PEFT LoRA model (after k-bit preparation when quantised)."""
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
+    checkpointing = cfg.uses_gradient_checkpointing(has_cuda(), is_decoder(cfg.model))
     if cfg.quant != "none":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    elif checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
     targets: str | list[str] = "all-linear" if cfg.target_modules == ["all-linear"] else list(cfg.target_modules)
     lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType.CAUSAL_LM if cfg.head == "verbalizer" else TaskType.SEQ_CLS,
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats (scale = alpha / r)
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
-        modules_to_save=existing_module_names(model, list(cfg.modules_to_save)) or None,
+        modules_to_save=(existing_module_names(model, list(cfg.modules_to_save)) or None)
+        if cfg.head == "classifier"
+        else None,
     )
     try:
         return get_peft_model(model, lora)

@@ -37,7 +37,11 @@ class Snippet:
 
 @dataclass(frozen=True)
 class Question:
-    """A yes/no question with its evidence; ``answer`` is 'yes', 'no' (or 'maybe' for PubMedQA), or None."""
+    """A yes/no question with its evidence; ``answer`` is 'yes', 'no' (or 'maybe' for PubMedQA), or None.
+
+    ``ideal_answer`` is the free-text answer (BioASQ's first ideal answer, PubMedQA's long
+    answer) or empty: the rationale a verbalizer can be trained to give after the answer.
+    """
 
     id: str
     body: str
@@ -45,6 +49,7 @@ class Question:
     documents: tuple[int, ...] = ()
     snippets: tuple[Snippet, ...] = ()
     source: str = "bioasq"
+    ideal_answer: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -84,6 +89,12 @@ def _text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise QuestionFileError(f"{where}: must be a non-empty string (got {value!r})")
     return value.strip()
+
+
+def _first_text(value: Any) -> str:
+    """The first non-empty string of a string or list (BioASQ ideal answers come as lists), else ''."""
+    items = value if isinstance(value, list) else [value]
+    return next((v.strip() for v in items if isinstance(v, str) and v.strip()), "")
 
 
 def parse_bioasq(data: Any, source: str = "<data>", *, require_answer: bool = True) -> list[Question]:
@@ -129,7 +140,8 @@ def parse_bioasq(data: Any, source: str = "<data>", *, require_answer: bool = Tr
             doc = snip.get("document")
             pmid = parse_pmid(doc, f"{where}: field 'snippets[{j}].document'") if doc is not None else None
             snippets.append(Snippet(text=text, pmid=pmid))
-        out.append(Question(qid, body, answer, documents, tuple(snippets), "bioasq"))
+        ideal = _first_text(item.get("ideal_answer"))
+        out.append(Question(qid, body, answer, documents, tuple(snippets), "bioasq", ideal))
     if skipped:
         log.info("%s: skipped %d questions that are not of type yesno", source, skipped)
     return out
@@ -160,7 +172,8 @@ def parse_pubmedqa(data: Any, source: str = "<data>", *, keep_maybe: bool = Fals
         if answer == "maybe" and not keep_maybe:
             dropped += 1
             continue
-        out.append(Question(str(pmid), body, answer, (pmid,), snippets, "pubmedqa"))
+        long_answer = _first_text(item.get("LONG_ANSWER"))
+        out.append(Question(str(pmid), body, answer, (pmid,), snippets, "pubmedqa", long_answer))
     if dropped:
         log.info("%s: dropped %d 'maybe' questions (binary yes/no classifier)", source, dropped)
     return out

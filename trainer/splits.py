@@ -41,6 +41,7 @@ SPLIT_SCHEMA = pa.schema(
         ("label_id", pa.int8()),
         ("source_pmids", pa.list_(pa.int64())),
         ("source", pa.string()),
+        ("ideal_answer", pa.string()),
     ]
 )
 
@@ -164,6 +165,7 @@ def views_table(views: Sequence[View]) -> pa.Table:
             "label_id": [v.label_id for v in views],
             "source_pmids": [list(v.source_pmids) for v in views],
             "source": [v.source for v in views],
+            "ideal_answer": [v.ideal_answer for v in views],
         },
         schema=SPLIT_SCHEMA,
     )
@@ -180,7 +182,14 @@ def read_split(folder: str | Path, name: str) -> list[View]:
         raise TrainerError(f"{path}: unreadable split: {exc}") from None
     return [
         View(
-            r["question_id"], r["view"], r["question"], r["context"], r["label"], tuple(r["source_pmids"]), r["source"]
+            r["question_id"],
+            r["view"],
+            r["question"],
+            r["context"],
+            r["label"],
+            tuple(r["source_pmids"]),
+            r["source"],
+            r.get("ideal_answer") or "",  # splits written before this column read as ''
         )
         for r in rows
     ]

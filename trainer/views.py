@@ -28,6 +28,7 @@ class View:
     label: str | None
     source_pmids: tuple[int, ...]
     source: str
+    ideal_answer: str = ""
 
     @property
     def label_id(self) -> int:
@@ -44,7 +45,7 @@ def _chunk_text(chunks: Sequence[Chunk]) -> tuple[str, tuple[int, ...]]:
 
 
 def _view(q: Question, kind: str, context: str, pmids: tuple[int, ...]) -> View:
-    return View(q.id, kind, q.body, context, q.answer, pmids, q.source)
+    return View(q.id, kind, q.body, context, q.answer, pmids, q.source, q.ideal_answer)
 
 
 def prompt_view(q: Question, chunks: Sequence[Chunk], parts: Sequence[ContextPart]) -> View:

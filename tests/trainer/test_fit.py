@@ -16,13 +16,13 @@ from trainer.questions import parse_bioasq
 def test_fit_trains_lora_and_leaves_base_weights(tiny_run: tuple[TrainerConfig, Any]) -> None:
     from transformers import set_seed
 
-    from trainer.fit import class_weights
+    from trainer.fit import question_class_weights
     from trainer.model import build_model, load_trained
     from trainer.splits import read_split
 
     cfg, result = tiny_run
     assert result.steps == 4
-    assert result.class_weights == class_weights([v.label_id for v in read_split(cfg.splits, "train")])
+    assert result.class_weights == question_class_weights(read_split(cfg.splits, "train"))
     trained, _, _ = load_trained(cfg.out, cuda=False)
     set_seed(cfg.seed)  # fit seeds the same way before building, so this is the model before training
     fresh = build_model(cfg, cuda=False)

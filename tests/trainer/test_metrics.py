@@ -97,3 +97,16 @@ def test_nearest_neighbour_vote() -> None:
     test = np.array([[1, 0, 0], [0, 0.9, 0.1]], dtype=np.float32)
     assert vote(train, labels, test, k=1) == [1, 0]
     assert vote(train, labels, test, k=3) == [1, 0]
+
+
+def test_paired_bootstrap_counts_wins_over_the_same_questions() -> None:
+    from trainer.metrics import paired_bootstrap
+
+    gold = [1, 0] * 50
+    right = list(gold)
+    wrong_some = [1 - g if i % 4 == 0 else g for i, g in enumerate(gold)]
+    out = paired_bootstrap(gold, right, wrong_some, n=200, seed=1)
+    assert out["a_wins_share"] == 1.0 and out["difference"] > 0
+    assert paired_bootstrap(gold, right, right, n=50)["a_wins_share"] == 0.0
+    back = paired_bootstrap(gold, wrong_some, right, n=200, seed=1)
+    assert back["a_wins_share"] == 0.0 and back["difference"] == -out["difference"]
