@@ -6,7 +6,8 @@ is written through `store.atomic`, so a closed part is always complete and reada
 a crash loses only the rows not yet flushed. Memory is bounded by one part's buffer.
 Each part is sorted by PMID and cut into row groups of `ROW_GROUP_ROWS` rows whose pmid
 min/max statistics let range readers (`store.stream`) skip what a range cannot hold.
-Part names carry a UTC timestamp, the process id and a random token, so any number of writers (processes, machines sharing a
+Part names carry a UTC timestamp, the process id and a random token, so any number of
+writers (processes, machines sharing a
 folder) can append to one store side by side.
 """
 
