@@ -7,8 +7,7 @@ a crash loses only the rows not yet flushed. Memory is bounded by one part's buf
 Each part is sorted by PMID and cut into row groups of `ROW_GROUP_ROWS` rows whose pmid
 min/max statistics let range readers (`store.stream`) skip what a range cannot hold.
 Part names carry a UTC timestamp, the process id and a random token, so any number of
-writers (processes, machines sharing a
-folder) can append to one store side by side.
+writers (processes, machines sharing a folder) can append to one store side by side.
 """
 
 from __future__ import annotations
