@@ -67,8 +67,24 @@ def _read(parts: Sequence[Path], schema: pa.Schema, columns: list[str], expr: pc
 
 
 def _latest_deletions(path: Path, expr: pc.Expression | None) -> pa.Table:
-    deletions = _read(iter_parts(path, DELETIONS_DIR), DELETION_SCHEMA, ["pmid", "deleted_at"], expr)
+    return latest_deletions(_read(iter_parts(path, DELETIONS_DIR), DELETION_SCHEMA, ["pmid", "deleted_at"], expr))
+
+
+def latest_deletions(deletions: pa.Table) -> pa.Table:
+    """One row per deleted PMID: ``pmid`` and its latest ``deleted_at_max``."""
     return deletions.group_by("pmid").aggregate([("deleted_at", "max")])
+
+
+def deletion_live_mask(table: pa.Table, latest: pa.Table, dead: bool = False) -> pa.Array | None:
+    """Which newest rows of ``table`` survive the deletions `latest_deletions` gave (``dead``:
+    which do not); None when no deletion names a row of ``table``."""
+    if not latest.num_rows or not table.num_rows:
+        return None
+    # Look deletions up by position: Table.join cannot carry list<struct> columns.
+    found = pc.index_in(table.column("pmid"), value_set=latest.column("pmid"))
+    deleted_at = pc.take(latest.column("deleted_at_max"), found)
+    live = pc.or_kleene(pc.is_null(deleted_at), pc.greater(table.column("fetched_at"), deleted_at))
+    return pc.invert(live) if dead else live
 
 
 def _newest_rows(table: pa.Table) -> pa.Table:
@@ -111,12 +127,8 @@ def read_articles(
     if rows.num_rows == 0:  # nothing to sort or delete (and a fresh crawl starts 0.25 s sooner)
         return rows.select(wanted)
     table = _newest_rows(rows)
-    deletions = _latest_deletions(path, expr)
-    if deletions.num_rows and table.num_rows:
-        # Look deletions up by position: Table.join cannot carry list<struct> columns.
-        found = pc.index_in(table.column("pmid"), value_set=deletions.column("pmid"))
-        deleted_at = pc.take(deletions.column("deleted_at_max"), found)
-        live = pc.or_kleene(pc.is_null(deleted_at), pc.greater(table.column("fetched_at"), deleted_at))
+    live = deletion_live_mask(table, _latest_deletions(path, expr))
+    if live is not None:
         table = table.filter(live)
     return table.select(wanted)
 
@@ -132,3 +144,21 @@ def deleted_pmids(store_path: str | os.PathLike[str]) -> set[int]:
     """Every PMID that a DeleteCitation has named in this store."""
     path = check_store(store_path)
     return set(_latest_deletions(path, None).column("pmid").to_pylist())
+
+
+# The streaming (PMID-range) reader lives in store.stream; its API is re-exported here.
+from store.stream import StoreIndex, iter_live_articles, iter_live_batches, live_ranges  # noqa: E402
+
+__all__ = [
+    "PartsReader",
+    "StoreError",
+    "StoreIndex",
+    "check_store",
+    "deleted_pmids",
+    "iter_live_articles",
+    "iter_live_batches",
+    "iter_parts",
+    "live_ranges",
+    "read_articles",
+    "stored_pmids",
+]

@@ -5,9 +5,11 @@ Rows are validated against the schema, buffered, and every ``part_rows`` rows on
 is written through `store.atomic`, so a closed part is always complete and readable and
 a crash loses only the rows not yet flushed. A part that cannot be written (a full disk)
 raises and leaves its rows buffered for the next flush; only published rows count in
-``articles_written``. Part names carry a UTC timestamp, the
-process id and a random token, so any number of writers (processes, machines sharing a
-folder) can append to one store side by side.
+``articles_written``. Memory is bounded by one part's buffer. Each part is sorted by PMID
+and cut into row groups of `ROW_GROUP_ROWS` rows whose pmid min/max statistics let range
+readers (`store.stream`) skip what a range cannot hold. Part names carry a UTC timestamp,
+the process id and a random token, so any number of writers (processes, machines sharing
+a folder) can append to one store side by side.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store.atomic import atomic_write
@@ -32,6 +35,10 @@ log = logging.getLogger(__name__)
 ARTICLES_DIR = "articles"
 DELETIONS_DIR = "deletions"
 DEFAULT_PART_ROWS = 10_000
+ROW_GROUP_ROWS = 2_000
+"""Rows per Parquet row group: a range read skips every row group whose PMIDs it cannot hold."""
+STATS_COLUMNS = ("pmid", "version", "fetched_at", "deleted_at")
+"""Columns with row-group min/max statistics (those absent from a table are skipped)."""
 
 
 def new_part_name() -> str:
@@ -40,11 +47,24 @@ def new_part_name() -> str:
     return f"part-{stamp}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
 
 
-def write_table(folder: Path, table: pa.Table) -> Path:
-    """Publish ``table`` as a new Parquet part in ``folder``; returns the part's path."""
-    path = folder / new_part_name()
+def sort_by_pmid(table: pa.Table) -> pa.Table:
+    """``table`` in PMID order; rows of one PMID keep their order (the sort is stable)."""
+    return table.take(pc.sort_indices(table, sort_keys=[("pmid", "ascending")]))
+
+
+def write_parquet(table: pa.Table, where: Any) -> None:
+    """Write ``table`` (already PMID-sorted) the way every part is written: zstd, row groups of
+    at most `ROW_GROUP_ROWS`, statistics on the key columns only (small footers)."""
+    pq.write_table(
+        table, where, compression="zstd", row_group_size=ROW_GROUP_ROWS, write_statistics=list(STATS_COLUMNS)
+    )
+
+
+def write_table(folder: Path, table: pa.Table, name: str | None = None) -> Path:
+    """Publish ``table`` sorted by PMID as a Parquet part in ``folder``; returns the part's path."""
+    path = folder / (name or new_part_name())
     with atomic_write(path, "wb") as handle:
-        pq.write_table(table, handle, compression="zstd")
+        write_parquet(sort_by_pmid(table), handle)
     return path
 
 
