@@ -1,42 +1,63 @@
-"""Side cache of embeddings computed by a rebuild that has not published yet.
+"""Side cache of embeddings computed by a rebuild that has not published yet, one group per shard.
 
-Vectors are appended in small ``.npz`` files under ``<index>/cache/<model>/`` (each
-written atomically), so a rebuild killed mid-way does not embed them again. The
-cache is emptied once a manifest that covers them is published.
+Vectors are appended in small ``.npz`` files ``<index>/cache/<model tag>/emb-<shard>-<n>.npz``
+(each written atomically), so a rebuild killed mid-way does not embed them again. Memory
+holds one shard's group at a time (`open`); a group is dropped once its shard is written
+(the shard file then holds the vectors), and `clear` deletes only the files the cache
+wrote. The tag covers the model and its precision, so vectors of one precision are never
+served to a build in another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
-import shutil
+import re
 from pathlib import Path
 
 import numpy as np
 
-from store.atomic import atomic_write_bytes, is_temp_name
+from store.atomic import atomic_write_bytes
+
+CACHE_DIR = "cache"
+_FILE = re.compile(r"emb-(\d{5})-(\d{6})\.npz")
+_TEMP = re.compile(r"\.tmp-emb-\d{5}-\d{6}\.npz\..*")
 
 
 class EmbeddingCache:
-    """Chunk key -> vector, persisted in batches."""
+    """Chunk key -> vector for the shard being built, persisted in batches."""
 
-    def __init__(self, index_dir: Path, model_id: str, every: int) -> None:
-        tag = hashlib.blake2b(model_id.encode(), digest_size=6).hexdigest()
-        self.root = index_dir / "cache"
+    def __init__(self, index_dir: Path, model_id: str, every: int, precision: str = "") -> None:
+        tag = hashlib.blake2b(f"{model_id}\x00{precision}".encode(), digest_size=6).hexdigest()
+        self.root = index_dir / CACHE_DIR
         self.folder = self.root / tag
         self.every = every
+        self.number: int | None = None
         self.vectors: dict[str, np.ndarray] = {}
-        self._pending_keys: list[str] = []
-        self._pending: list[np.ndarray] = []
-        self._written = 0
-        if self.folder.is_dir():
-            for path in sorted(self.folder.glob("emb-*.npz")):
-                if is_temp_name(path.name):
-                    continue
-                self._written += 1
-                with np.load(path) as data:
-                    for key, vector in zip(data["keys"].tolist(), data["vectors"], strict=True):
-                        self.vectors[str(key)] = vector
+        self._pending: dict[int, tuple[list[str], list[np.ndarray]]] = {}
+        self._seq: dict[int, int] = {}
+
+    def _files(self, number: int | None = None) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for path in sorted(self.folder.iterdir()):
+            match = _FILE.fullmatch(path.name)
+            if match and (number is None or int(match.group(1)) == number):
+                found.append(path)
+        return found
+
+    def open(self, number: int) -> None:
+        """Load the vectors cached for shard ``number`` (and forget the previous shard's)."""
+        if self.number == number:
+            return
+        self.number = number
+        self.vectors = {}
+        for path in self._files(number):
+            with np.load(path) as data:
+                for key, vector in zip(data["keys"].tolist(), data["vectors"], strict=True):
+                    self.vectors[str(key)] = vector
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -44,26 +65,48 @@ class EmbeddingCache:
     def get(self, key: str) -> np.ndarray | None:
         return self.vectors.get(key)
 
-    def add(self, keys: list[str], vectors: np.ndarray) -> None:
-        for key, vector in zip(keys, vectors, strict=True):
-            self.vectors[key] = vector
-        self._pending_keys.extend(keys)
-        self._pending.append(vectors)
-        if len(self._pending_keys) >= self.every:
-            self.flush()
+    def add(self, number: int, keys: list[str], vectors: np.ndarray) -> None:
+        """Remember vectors of chunks of shard ``number``; written out every ``every`` vectors."""
+        if number == self.number:
+            for key, vector in zip(keys, vectors, strict=True):
+                self.vectors[key] = vector
+        pending_keys, pending = self._pending.setdefault(number, ([], []))
+        pending_keys.extend(keys)
+        pending.append(np.asarray(vectors, dtype=np.float32))
+        if len(pending_keys) >= self.every:
+            self.flush(number)
 
-    def flush(self) -> None:
-        if not self._pending_keys:
-            return
-        buffer = io.BytesIO()
-        np.savez(buffer, keys=np.array(self._pending_keys), vectors=np.concatenate(self._pending))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.folder / f"emb-{self._written:06d}.npz", buffer.getvalue())
-        self._written += 1
-        self._pending_keys, self._pending = [], []
+    def flush(self, number: int | None = None) -> None:
+        for shard in [number] if number is not None else list(self._pending):
+            keys, vectors = self._pending.pop(shard, ([], []))
+            if not keys:
+                continue
+            if shard not in self._seq:
+                self._seq[shard] = len(self._files(shard))
+            buffer = io.BytesIO()
+            np.savez(buffer, keys=np.array(keys), vectors=np.concatenate(vectors))
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.folder / f"emb-{shard:05d}-{self._seq[shard]:06d}.npz", buffer.getvalue())
+            self._seq[shard] += 1
+
+    def drop(self, number: int) -> None:
+        """Forget shard ``number`` (its shard file is written and holds the vectors)."""
+        self._pending.pop(number, None)
+        for path in self._files(number):
+            path.unlink(missing_ok=True)
+        if self.number == number:
+            self.number, self.vectors = None, {}
 
     def clear(self) -> None:
-        """Drop everything (after a manifest that covers these vectors is published)."""
-        self.vectors.clear()
-        self._pending_keys, self._pending = [], []
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Delete every file the cache wrote (after a manifest that covers them is published)."""
+        self.vectors, self._pending, self.number = {}, {}, None
+        if not self.root.is_dir():
+            return
+        for folder in [p for p in self.root.iterdir() if p.is_dir() and re.fullmatch(r"[0-9a-f]{12}", p.name)]:
+            for path in folder.iterdir():
+                if _FILE.fullmatch(path.name) or _TEMP.fullmatch(path.name):
+                    path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a user's files stay
+        with contextlib.suppress(OSError):
+            self.root.rmdir()

@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 CHUNKER_VERSION = "1"
 MAX_CHUNKS = 256
 """Chunk numbers fit in the low 8 bits of a FAISS id (``pmid << 8 | chunk``)."""
@@ -54,6 +56,8 @@ _ABBREVIATIONS = frozenset(
 )
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
+Tokenize = Callable[[Sequence[str]], list[tuple[np.ndarray, np.ndarray]]]
+"""Texts -> (token ids, character offsets of shape (n, 2)) each, without special tokens, untruncated."""
 
 
 @dataclass(frozen=True)
@@ -107,10 +111,15 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
 def _is_sentence_end(text: str, dot: int, after: int) -> bool:
     if after < len(text) and not (text[after].isupper() or text[after].isdigit() or text[after] in "([\"'"):
         return False
-    word = re.search(r"(\S+)$", text[:dot])
-    if word is None:
+    # The word before the dot: the run of non-space characters ending there (one newline
+    # just before the dot is skipped, as ``re.search(r"(\S+)$", text[:dot])`` would).
+    end = dot - 1 if dot > 0 and text[dot - 1] == "\n" else dot
+    begin = end
+    while begin > 0 and not text[begin - 1].isspace():
+        begin -= 1
+    if begin == end:
         return True
-    token = word.group(1).lower().lstrip("([")
+    token = text[begin:end].lower().lstrip("([")
     return token not in _ABBREVIATIONS and not (len(token) == 1 and token.isalpha())
 
 
@@ -124,14 +133,32 @@ def _append_span(text: str, start: int, end: int, spans: list[tuple[int, int]]) 
 
 
 class Chunker:
-    """Packs sentences into chunks of at most ``max_tokens`` model tokens, title included."""
+    """Packs sentences into chunks of at most ``max_tokens`` model tokens, title included.
 
-    def __init__(self, count_tokens: TokenCounter, max_tokens: int, overlap_tokens: int) -> None:
+    `chunk` sizes one article by calling ``count_tokens``; `chunk_many` tokenises a whole
+    batch of articles in one ``tokenize`` call, sizes sentences from the token offsets,
+    and returns each chunk's model input (token ids with the special tokens) beside it,
+    so the text is never tokenised a second time for embedding. Both give the same chunks.
+    """
+
+    def __init__(
+        self,
+        count_tokens: TokenCounter,
+        max_tokens: int,
+        overlap_tokens: int,
+        tokenize: Tokenize | None = None,
+        special: tuple[Sequence[int], Sequence[int]] = ((), ()),
+        max_input: int | None = None,
+    ) -> None:
         if max_tokens <= 16:
             raise ValueError(f"chunk size of {max_tokens} tokens is too small")
         self.count_tokens = count_tokens
         self.max_tokens = max_tokens
         self.overlap_tokens = min(overlap_tokens, max_tokens // 2)
+        self.tokenize = tokenize
+        self.prefix = np.asarray(special[0], dtype=np.int32)
+        self.suffix = np.asarray(special[1], dtype=np.int32)
+        self.max_input = max_input or max_tokens
 
     @property
     def fingerprint(self) -> str:
@@ -146,14 +173,57 @@ class Chunker:
         if not spans:
             return [Chunk(pmid, 0, 0, 0, title)] if title else []
         counts = self.count_tokens([title, *(abstract[s:e] for s, e in spans)])
-        budget = max(self.max_tokens - _SPECIAL_TOKENS - counts[0], self.max_tokens // 2)
-        spans, sizes = self._split_long(abstract, spans, counts[1:], budget)
+        return [c for c, _ in self._windows(pmid, title, abstract, spans, counts[0], counts[1:])]
+
+    def chunk_many(
+        self, pmids: Sequence[int], titles: Sequence[str | None], abstracts: Sequence[str | None]
+    ) -> tuple[list[Chunk], list[np.ndarray]]:
+        """The chunks of many articles, in order, and each chunk's model input token ids."""
+        if self.tokenize is None:
+            raise ValueError("chunk_many needs a Chunker built with a tokenize function")
+        clean_titles = [(t or "").strip() for t in titles]
+        clean_abstracts = [a or "" for a in abstracts]
+        encoded = self.tokenize([*clean_titles, *clean_abstracts])
+        n = len(clean_titles)
         chunks: list[Chunk] = []
+        tokens: list[np.ndarray] = []
+        for row, (pmid, title, abstract) in enumerate(zip(pmids, clean_titles, clean_abstracts, strict=True)):
+            title_ids = encoded[row][0]
+            spans = split_sentences(abstract)
+            if not spans:
+                if title:
+                    chunks.append(Chunk(int(pmid), 0, 0, 0, title))
+                    tokens.append(self._input(title_ids, title_ids[:0]))
+                continue
+            ids, offsets = encoded[n + row]
+            starts, ends = offsets[:, 0], offsets[:, 1]
+            lo = np.searchsorted(starts, [s for s, _ in spans], side="left")
+            hi = np.searchsorted(ends, [e for _, e in spans], side="right")
+            counts = np.maximum(hi - lo, 0).tolist()
+            for chunk, (start, end) in self._windows(int(pmid), title, abstract, spans, len(title_ids), counts):
+                first = int(np.searchsorted(starts, start, side="left"))
+                last = int(np.searchsorted(starts, end, side="left"))
+                chunks.append(chunk)
+                tokens.append(self._input(title_ids, ids[first:last]))
+        return chunks, tokens
+
+    def _input(self, title_ids: np.ndarray, body_ids: np.ndarray) -> np.ndarray:
+        """Special tokens around title and body, cut to the model's input length as ``encode`` would."""
+        room = max(self.max_input - len(self.prefix) - len(self.suffix), 0)
+        body = np.concatenate([title_ids, body_ids])[:room]
+        return np.concatenate([self.prefix, body, self.suffix]).astype(np.int32)
+
+    def _windows(
+        self, pmid: int, title: str, abstract: str, spans: list[tuple[int, int]], title_count: int, counts: list[int]
+    ) -> list[tuple[Chunk, tuple[int, int]]]:
+        budget = max(self.max_tokens - _SPECIAL_TOKENS - title_count, self.max_tokens // 2)
+        spans, sizes = self._split_long(abstract, spans, counts, budget)
+        chunks: list[tuple[Chunk, tuple[int, int]]] = []
         for first, last in self._pack(sizes, budget):
             start, end = spans[first][0], spans[last - 1][1]
             body = abstract[start:end]
             text = f"{title}\n{body}" if title else body
-            chunks.append(Chunk(pmid, len(chunks), start, end, text))
+            chunks.append((Chunk(pmid, len(chunks), start, end, text), (start, end)))
             if len(chunks) == MAX_CHUNKS:
                 break
         return chunks

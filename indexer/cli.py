@@ -69,6 +69,9 @@ def rebuild(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Chunks per embedding batch.")] = None,
     nprobe: Annotated[int | None, typer.Option(help="Fix nprobe instead of tuning it.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Rebuild every shard and retrain.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another rebuild holds this index folder, wait for it (else exit 1).")
+    ] = False,
     engine: Annotated[
         str | None, typer.Option(help="local (default) or ray: read, embed and write shards on a Ray cluster.")
     ] = None,
@@ -98,6 +101,7 @@ def rebuild(
         "batch_size": batch_size,
         "nprobe": nprobe,
         "full": full or None,
+        "wait": wait or None,
         "engine": engine,
         "ray_address": ray_address,
     }
@@ -253,7 +257,7 @@ def verify(
     from indexer.verify import verify_index
 
     try:
-        report = verify_index(cfg.index, None if no_store else cfg.store, queries)
+        report = verify_index(cfg.index, None if no_store else cfg.store, queries, cfg.recall_sample)
     except _errors() as exc:
         _fail(str(exc))
     for problem in report.problems[1:]:

@@ -64,6 +64,12 @@ class IndexerConfig(StageConfig):
         default=0.95, gt=0, le=1, description="Recall@10 against exact search that nprobe tuning must reach."
     )
     tune_queries: int = Field(default=200, gt=0, description="Sampled queries used to tune nprobe and in verify.")
+    recall_sample: int = Field(
+        default=10_000,
+        gt=0,
+        description="Chunks whose real vectors (stored when exact, else embedded again) form the exact-search "
+        "truth of recall@10 in nprobe tuning and verify.",
+    )
     flat_max: int = Field(default=50_000, gt=0, description="Auto factory: up to this many vectors, exact Flat.")
     hnsw_min: int = Field(
         default=1_000_000, gt=0, description="Auto factory: from this many vectors, an HNSW coarse quantizer."
@@ -83,8 +89,8 @@ class IndexerConfig(StageConfig):
     )
     engine: Literal["local", "ray"] = Field(
         default="local",
-        description="Where rebuild runs: local (this process) or ray (a Ray cluster reads the store, embeds "
-        "with one model copy per actor and writes the shards; same files as local).",
+        description="Where rebuild runs: local (this process) or ray (one Ray task per shard range reads it "
+        "from the store, chunks, embeds and writes its shard; same files as local).",
     )
     ray_address: str | None = Field(
         default=None,
@@ -92,10 +98,14 @@ class IndexerConfig(StageConfig):
         "a local cluster for this run.",
     )
     ray_actors: int | None = Field(
-        default=None, gt=0, description="Embedding actors; default: one per GPU, else CPUs // ray_actor_cpus."
+        default=None, gt=0, description="Most range tasks running at once; default: as many as the cluster fits."
     )
-    ray_actor_cpus: int = Field(default=1, gt=0, description="CPUs (and torch threads) per CPU embedding actor.")
-    ray_batch: int = Field(default=512, gt=0, description="Chunks sent to an actor per call.")
+    ray_actor_cpus: int = Field(
+        default=1, gt=0, description="CPUs (and torch threads) per range task; a task on a GPU node takes one GPU."
+    )
+    wait: bool = Field(
+        default=False, description="When another rebuild holds the index folder, wait for it instead of exiting 1."
+    )
     full: bool = Field(default=False, description="Rebuild every shard and retrain, even when nothing changed.")
     progress: bool | None = Field(default=None, description="Progress bars; default: only when stderr is a TTY.")
 

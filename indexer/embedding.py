@@ -139,19 +139,53 @@ class Embedder:
         ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
         return [len(x) for x in ids]
 
+    def special_tokens(self) -> tuple[list[int], list[int]]:
+        """Token ids the model input carries before and after a text (e.g. [CLS] and [SEP])."""
+        plain = self.tokenizer("pubmed", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("pubmed", add_special_tokens=True)["input_ids"]
+        for at in range(len(full) - len(plain) + 1):
+            if full[at : at + len(plain)] == plain:
+                return list(full[:at]), list(full[at + len(plain) :])
+        raise ModelError(f"model {self.model_id}: cannot tell its special tokens apart")
+
+    def tokenize(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(token ids, character offsets (n, 2)) of each text: no special tokens, no truncation.
+
+        One batched call of the fast tokenizer (its Rust side runs in parallel, without the GIL).
+        """
+        backend = getattr(self.tokenizer, "_tokenizer", None)
+        if backend is None or not hasattr(backend, "encode_batch"):
+            batch = self.tokenizer(list(texts), add_special_tokens=False, truncation=False, return_offsets_mapping=True)
+            pairs = zip(batch["input_ids"], batch["offset_mapping"], strict=True)
+            return [(np.asarray(i, np.int32), np.asarray(o, np.int32).reshape(-1, 2)) for i, o in pairs]
+        if backend.truncation is not None:
+            backend.no_truncation()
+        if backend.padding is not None:
+            backend.no_padding()
+        encodings = backend.encode_batch(list(texts), add_special_tokens=False)
+        return [(np.asarray(e.ids, np.int32), np.asarray(e.offsets, np.int32).reshape(-1, 2)) for e in encodings]
+
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         """Normalised embeddings, one row per text, in input order (float32)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length)["input_ids"]
+        return self.encode_tokens(encoded, progress)
+
+    def encode_tokens(
+        self, inputs: Sequence[Sequence[int] | np.ndarray], progress: Progress | None = None
+    ) -> np.ndarray:
+        """Like `encode`, for texts already tokenised: model inputs with special tokens, within max length."""
         import torch
 
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
+        out = np.zeros((len(inputs), self.dim), dtype=np.float32)
+        if not len(inputs):
             return out
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length)["input_ids"]
-        lengths = np.fromiter((len(x) for x in encoded), dtype=np.int64, count=len(encoded))
+        lengths = np.fromiter((len(x) for x in inputs), dtype=np.int64, count=len(inputs))
         order = np.argsort(-lengths, kind="stable")
         with torch.inference_mode():
             for rows in self._batches(order, lengths):
-                features = self._features([encoded[i] for i in rows], int(lengths[rows].max()))
+                features = self._features([inputs[i] for i in rows], int(lengths[rows].max()))
                 vectors = self.st(features)["sentence_embedding"]
                 vectors = torch.nn.functional.normalize(vectors.float(), p=2, dim=1)
                 out[rows] = vectors.cpu().numpy()
@@ -171,15 +205,23 @@ class Embedder:
             first += size
         return batches
 
-    def _features(self, batch: list[list[int]], width: int) -> dict[str, Any]:
+    def _features(self, batch: Sequence[Sequence[int] | np.ndarray], width: int) -> dict[str, Any]:
         import torch
 
-        ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
         for row, tokens in enumerate(batch):
-            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            ids[row, : len(tokens)] = tokens
             mask[row, : len(tokens)] = 1
-        features: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        features: dict[str, Any] = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
         if "token_type_ids" in self._input_names:
-            features["token_type_ids"] = torch.zeros_like(ids)
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
         return {name: value.to(self.device) for name, value in features.items()}
+
+    def describe_device(self) -> str:
+        """What embedded: ``cpu`` or ``cuda:<GPU name>`` (recorded in the manifest)."""
+        if self.device == "cuda":
+            import torch
+
+            return f"cuda:{torch.cuda.get_device_name()}"
+        return self.device

@@ -110,15 +110,23 @@ def needs_training(factory: str, dim: int) -> bool:
     return not new_index(factory, dim).is_trained
 
 
-def hash_sample(ids: np.ndarray, size: int, salt: int = 0) -> np.ndarray:
-    """Positions of ``size`` ids chosen by a hash of the id: order-independent and repeatable."""
-    if size >= len(ids):
-        return np.arange(len(ids))
+def hash_z(ids: np.ndarray, salt: int = 0) -> np.ndarray:
+    """A 64-bit hash of each id (splitmix64): samples take the ids of smallest hash."""
     with np.errstate(over="ignore"):
-        z = ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(salt + 1)
+        z = np.asarray(ids).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(salt + 1)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+        return z ^ (z >> np.uint64(31))
+
+
+def hash_sample(ids: np.ndarray, size: int, salt: int = 0) -> np.ndarray:
+    """Positions of ``size`` ids chosen by a hash of the id: order-independent and repeatable.
+
+    The same ids as keeping the ``size`` smallest `hash_z` values while streaming.
+    """
+    if size >= len(ids):
+        return np.arange(len(ids))
+    z = hash_z(ids, salt)
     return np.sort(np.argpartition(z, size - 1)[:size])
 
 

@@ -1,6 +1,7 @@
 """``manifest.json``: the commit point of an index, written last and atomically.
 
-It records the model, dimension, normalisation, chunker, FAISS version, factory,
+It records the model, its precision and device, library versions, dimension,
+normalisation, chunker, FAISS version, factory,
 nprobe (and the recall it reached), the trained quantizer and every shard with its
 checksums and content digest. Readers trust only what the manifest names, so a
 rebuild killed before its manifest swap leaves the previous index untouched.
@@ -23,7 +24,8 @@ FORMAT = "pubmed-pipeline/faiss-index"
 FORMAT_VERSION = 1
 CACHE_DIR = "cache"
 TRAINED_PREFIX = "trained-"
-_OUR_NAMES = {MANIFEST_NAME, SHARDS_DIR, CACHE_DIR, RESOLVED_CONFIG_NAME}
+LOCK_NAME = "rebuild.lock"
+_OUR_NAMES = {MANIFEST_NAME, SHARDS_DIR, CACHE_DIR, RESOLVED_CONFIG_NAME, LOCK_NAME}
 
 
 @dataclass
@@ -47,6 +49,12 @@ class Manifest:
     metric: str = "inner_product"
     created_at: str = ""
     store: str = ""
+    precision: str = ""
+    """Arithmetic the model ran in (fp32, bf16, fp16); "" in manifests from before it was recorded."""
+    device: str = ""
+    """What embedded: cpu, or cuda:<GPU name>."""
+    versions: dict[str, str] = field(default_factory=dict)
+    """Library versions of the build (faiss, torch, transformers, tokenizers, sentence-transformers, ...)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,13 +1,15 @@
-"""`indexer rebuild --engine ray`: the same rebuild, with the heavy work on a Ray cluster.
+"""`indexer rebuild --engine ray`: the same rebuild, with one Ray task per shard range.
 
-The driver plans exactly as the local engine does (chunking, which shards changed,
-the hash-based training sample, the manifest), so files, ids and manifest are the same.
-What moves to the cluster: the store's Parquet parts are read with Ray Data; chunks are
-embedded by a pool of actors, each holding one copy of the model (one GPU per actor when
-the cluster has GPUs); each changed shard is filled and written by one of those actors.
-The manifest is published by the driver only after every shard file is written. Shard
-files are written where ``--index`` points, so on a multi-machine cluster that folder
-(and the store) must be on storage every node mounts at the same path.
+The driver lists the ranges from Parquet footers only, schedules the per-range work of
+`indexer.ranges` as tasks (plan, training sample, build), trains the quantizer once on
+the sampled vectors and publishes the manifest; it never reads article text, and what
+comes back from the tasks is counts, hash samples, vectors and shard entries. Each build
+task reads its range from the store, dedupes (newest version, deletions), chunks,
+tokenises once, embeds, and writes its shard and ids, exactly as the local engine does,
+so files, ids and manifest are the same. A worker process keeps its model loaded across
+tasks. Tasks read the store and write where ``--index`` points, so on a multi-machine
+cluster both folders must be on storage every node mounts at the same path. Memory per
+task: one shard.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from indexer.config import IndexerConfig
-from indexer.embedding import Embedder, Progress
 from indexer.errors import IndexerError
-from indexer.shards import ShardEntry
+from indexer.manifest import Manifest
+from indexer.ranges import RangePlan, Settings, ShardJob, ShardResult
 
 log = logging.getLogger(__name__)
 
@@ -32,45 +33,57 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise IndexerError("--engine ray needs Ray: pip install 'pubmed-rag[distributed]'") from exc
+        raise IndexerError("--engine ray needs Ray: pip install 'pubmed-pipeline[distributed]'") from exc
     return ray
 
 
-class EmbedWorker:
-    """One model copy on a Ray worker: embeds batches and fills and writes shards."""
+def _describe_task(settings: Settings) -> dict[str, Any]:
+    from indexer.build import _describe
+    from indexer.ranges import worker_for
 
-    def __init__(
-        self, model: str, device: str, batch_size: int, threads: int, batch_tokens: int | None, precision: str
-    ) -> None:
-        self.embedder = Embedder(model, device, batch_size, threads, batch_tokens, precision)
+    return _describe(worker_for(settings))
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return self.embedder.encode(texts)
 
-    def write_shard(
-        self, index_dir: str, number: int, digest: str, index_bytes: np.ndarray, vectors: np.ndarray, table: pa.Table
-    ) -> ShardEntry:
-        import faiss
+def _plan_task(settings: Settings, lo: int, hi: int, ratio: int, train_max: int) -> RangePlan:
+    from indexer.ranges import plan_range
 
-        from indexer.factory import add_vectors
-        from indexer.shards import write_shard
+    return plan_range(settings, lo, hi, ratio, train_max)
 
-        index = faiss.deserialize_index(index_bytes)
-        use_gpu = self.embedder.device == "cuda"
-        index = add_vectors(index, vectors, table.column("id").to_numpy(), use_gpu, lambda _n: None)
-        return write_shard(Path(index_dir), number, digest, index, table)
+
+def _sample_task(settings: Settings, lo: int, hi: int, pmids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from indexer.ranges import sample_range
+
+    return sample_range(settings, lo, hi, pmids)
+
+
+def _build_task(
+    settings: Settings, job: ShardJob, parts: list[str], published: set[str], trained: str | None, factory: str
+) -> list[ShardResult]:
+    from indexer.ranges import build_ranges
+
+    return build_ranges(settings, [job], parts, published, trained, factory)
+
+
+def _recall_task(
+    settings: Settings, manifest: Manifest, queries: int, target: float | None, sample: int
+) -> tuple[int, float]:
+    from indexer.ranges import worker_for
+    from indexer.recall import exact_codes, measure_recall
+
+    encode = None if exact_codes(manifest.factory) else worker_for(settings).embedder.encode
+    return measure_recall(Path(settings.index), manifest, queries, target, sample, encode)
 
 
 class RayEngine:
-    """Connects to (or starts) a Ray cluster and owns the actor pool for one rebuild."""
+    """Connects to (or starts) a Ray cluster and runs a rebuild's per-range work on it."""
 
     def __init__(self, cfg: IndexerConfig) -> None:
         self.cfg = cfg
         self.ray = _ray()
         self._started = False
-        self.actors: list[Any] = []
-        self._next_writer = 0
-        self._writing: list[Any] = []
+        self.received: list[Any] = []
+        """Everything the tasks returned to the driver (kept only when ``keep_received``)."""
+        self.keep_received = False
 
     def __enter__(self) -> RayEngine:
         ray = self.ray
@@ -87,133 +100,101 @@ class RayEngine:
                 where = self.cfg.ray_address or "a new local cluster"
                 raise IndexerError(f"cannot connect to Ray at {where}: {exc}") from exc
             self._started = True
-        from ray.data import DataContext
-
-        DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray").setLevel(logging.WARNING)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for actor in self.actors:
-            self.ray.kill(actor)
-        self.actors = []
         if self._started:
             self.ray.shutdown()
 
-    # -- reading ---------------------------------------------------------------------------------
+    # -- placement -------------------------------------------------------------------------------
 
-    def read_parts(self, parts: Sequence[Path], columns: list[str]) -> pa.Table:
-        """Article parts read in parallel by Ray Data, gathered on the driver."""
-        from store.schema import ARTICLE_SCHEMA
-
-        empty = ARTICLE_SCHEMA.empty_table().select(columns)
-        if not parts:
-            return empty
-        dataset = self.ray.data.read_parquet([str(p) for p in parts]).select_columns(columns)
-        tables = [t.select(columns) for t in self.ray.get(dataset.to_arrow_refs()) if t.num_rows]
-        if not tables:
-            return empty
-        return pa.concat_tables(tables, promote_options="default").cast(empty.schema)
-
-    # -- embedding -------------------------------------------------------------------------------
-
-    def _placement(self) -> tuple[int, float, float, int]:
-        """(actors, CPUs per actor, GPUs per actor, torch threads per actor)."""
+    def _options(self) -> tuple[dict[str, Any], str]:
+        """Task resources and the device a task embeds on."""
         resources = self.ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
-        cpus = max(int(resources.get("CPU", 1)), 1)
-        use_gpus = gpus > 0 and self.cfg.device in ("auto", "cuda")
         if self.cfg.device == "cuda" and gpus == 0:
             raise IndexerError("device cuda requested but the Ray cluster has no GPU")
-        per_actor = self.cfg.ray_actor_cpus
-        if use_gpus:
-            return self.cfg.ray_actors or gpus, 1.0, 1.0, per_actor
-        return self.cfg.ray_actors or max(cpus // per_actor, 1), float(per_actor), 0.0, per_actor
+        if gpus > 0 and self.cfg.device in ("auto", "cuda"):
+            return {"num_cpus": self.cfg.ray_actor_cpus, "num_gpus": 1}, "cuda"
+        return {"num_cpus": self.cfg.ray_actor_cpus, "num_gpus": 0}, "cpu"
 
-    def start_actors(self) -> None:
-        if self.actors:
-            return
-        count, cpus, gpus, threads = self._placement()
-        device = "cuda" if gpus else "cpu"
-        worker = self.ray.remote(EmbedWorker)
-        cfg = self.cfg
-        self.actors = [
-            worker.options(num_cpus=cpus, num_gpus=gpus).remote(
-                cfg.model, device, cfg.batch_size, threads, cfg.batch_tokens, cfg.precision
-            )
-            for _ in range(count)
-        ]
-        log.info("ray: %d embedding actors (%s, %g CPU each)", count, device, cpus)
+    def _settings(self, settings: Settings) -> Settings:
+        _, device = self._options()
+        threads = settings.threads or self.cfg.ray_actor_cpus
+        return Settings(**{**settings.__dict__, "device": device, "threads": threads})
 
-    def embedder(self) -> RayEmbedder:
-        """Chunk sizing and planning on the driver; encoding on the actors."""
-        local = Embedder(self.cfg.model, "cpu", self.cfg.batch_size, self.cfg.threads, self.cfg.batch_tokens)
-        return RayEmbedder(self, local)
+    def _run(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], tick: Callable[[Any], Any]) -> list[Any]:
+        """Run ``fn(*args)`` for each call as a task (at most ``ray_actors`` at once); results in call order."""
+        options, _ = self._options()
+        remote = self.ray.remote(fn).options(**options, max_retries=1)
+        limit = self.cfg.ray_actors or len(calls) or 1
+        refs: list[Any] = []
+        pending: dict[Any, int] = {}
+        results: list[Any] = [None] * len(calls)
+        try:
+            for n, args in enumerate(calls):
+                while len(pending) >= limit:
+                    self._collect(pending, results, tick)
+                ref = remote.remote(*args)
+                refs.append(ref)
+                pending[ref] = n
+            while pending:
+                self._collect(pending, results, tick)
+        except self.ray.exceptions.RayError as exc:
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise IndexerError(f"a Ray task of the rebuild failed: {first}") from exc
+        return results
 
-    def encode(self, texts: Sequence[str], progress: Progress | None) -> np.ndarray:
-        from ray.util import ActorPool
+    def _collect(self, pending: dict[Any, int], results: list[Any], tick: Callable[[Any], Any]) -> None:
+        ready, _ = self.ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            value = self.ray.get(ref)
+            if self.keep_received:
+                self.received.append(value)
+            results[pending.pop(ref)] = value
+            tick(value)
 
-        self.start_actors()
-        step = self.cfg.ray_batch
-        batches = [list(texts[first : first + step]) for first in range(0, len(texts), step)]
-        pool = ActorPool(self.actors)
-        results: list[np.ndarray] = []
-        for vectors in pool.map(lambda actor, batch: actor.encode.remote(batch), batches):
-            results.append(vectors)
-            if progress is not None:
-                progress(len(vectors))
-        return np.concatenate(results) if results else np.zeros((0, 0), np.float32)
+    # -- the engine interface used by indexer.build ------------------------------------------------
 
-    # -- writing ---------------------------------------------------------------------------------
+    def describe(self, settings: Settings) -> dict[str, Any]:
+        info: dict[str, Any] = self._run(_describe_task, [(self._settings(settings),)], lambda _v: None)[0]
+        return info
 
-    def add_and_write(
+    def plan(
+        self, settings: Settings, ranges: list[tuple[int, int]], ratio: int, train_max: int, tick: Callable[[int], Any]
+    ) -> list[RangePlan]:
+        s = self._settings(settings)
+        return self._run(_plan_task, [(s, lo, hi, ratio, train_max) for lo, hi in ranges], lambda _v: tick(1))
+
+    def sample(
+        self, settings: Settings, chosen: list[tuple[int, int, np.ndarray]]
+    ) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+        s = self._settings(settings)
+        return self._run(_sample_task, [(s, lo, hi, pmids) for lo, hi, pmids in chosen], lambda _v: None)
+
+    def build(
         self,
-        index_dir: Path,
-        number: int,
-        digest: str,
-        index: Any,
-        vectors: np.ndarray,
-        table: pa.Table,
-        progress: Progress,
-    ) -> Callable[[], ShardEntry]:
-        """Hand one shard to an actor; the returned call waits for its entry."""
-        import faiss
+        settings: Settings,
+        jobs: list[ShardJob],
+        digest_parts: list[str],
+        published: set[str],
+        trained_file: str | None,
+        factory: str,
+        tick: Callable[[str, int], Any],
+    ) -> list[ShardResult]:
+        s = self._settings(settings)
 
-        self.start_actors()
-        actor = self.actors[self._next_writer % len(self.actors)]
-        self._next_writer += 1
-        ref = actor.write_shard.remote(str(index_dir), number, digest, faiss.serialize_index(index), vectors, table)
-        # At most one shard per actor in flight: each holds its vectors in the object store.
-        self._writing.append(ref)
-        if len(self._writing) > len(self.actors):
-            _, self._writing = self.ray.wait(self._writing, num_returns=len(self._writing) - len(self.actors))
+        def done(results: list[ShardResult]) -> None:
+            tick("embedded", sum(r.articles for r in results))
+            tick("shards", 1)
 
-        def wait() -> ShardEntry:
-            try:
-                entry: ShardEntry = self.ray.get(ref)
-            except self.ray.exceptions.RayError as exc:
-                raise IndexerError(f"shard {number:05d}: a Ray worker failed to write it: {exc}") from exc
-            progress(len(vectors))
-            return entry
+        calls = [(s, job, digest_parts, published, trained_file, factory) for job in jobs]
+        return [r for results in self._run(_build_task, calls, done) for r in results]
 
-        return wait
-
-
-class RayEmbedder:
-    """The `Embedder` interface the rebuild uses, encoding on the engine's actors."""
-
-    def __init__(self, engine: RayEngine, local: Embedder) -> None:
-        self.engine = engine
-        self.local = local
-        self.model_id = local.model_id
-        self.dim = local.dim
-        self.device = local.device
-        self.max_seq_length = local.max_seq_length
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self.local.count_tokens(texts)
-
-    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self.engine.encode(texts, progress)
+    def measure_recall(
+        self, settings: Settings, manifest: Manifest, queries: int, target: float | None, sample: int
+    ) -> tuple[int, float]:
+        calls = [(self._settings(settings), manifest, queries, target, sample)]
+        result: tuple[int, float] = self._run(_recall_task, calls, lambda _v: None)[0]
+        return result

@@ -1,4 +1,8 @@
-"""`verify_index`: checksums and sizes of every shard, counts against the store, and recall@10."""
+"""`verify_index`: checksums and sizes of every shard, counts against the store, and recall@10.
+
+Recall@10 is measured against exact search over real vectors (`indexer.recall`); the
+store comparison reads the whole store's live titles and abstracts.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from indexer.build import measure_recall
 from indexer.chunking import document_hash
 from indexer.errors import IndexerError, NotAnIndexError
 from indexer.manifest import read_manifest
+from indexer.recall import exact_codes, measure_recall
 from indexer.shards import read_ids, read_index, sha256_file
 from store.reader import read_articles
 
@@ -45,7 +49,9 @@ class VerifyReport:
         return f"verify {state}: {self.shards} shards, {self.vectors} vectors, {self.articles} articles{store}{recall}"
 
 
-def verify_index(index_dir: Path, store: Path | None = None, queries: int = 200) -> VerifyReport:
+def verify_index(
+    index_dir: Path, store: Path | None = None, queries: int = 200, sample: int = 10_000, device: str = "auto"
+) -> VerifyReport:
     """Check the index at ``index_dir`` (and, with ``store``, that it covers the store's live articles)."""
     manifest = read_manifest(index_dir)
     if manifest is None:
@@ -87,5 +93,11 @@ def verify_index(index_dir: Path, store: Path | None = None, queries: int = 200)
                 f"{report.stale} changed articles); run `indexer rebuild`"
             )
     if not report.problems and manifest.n_vectors:
-        report.nprobe, report.recall = measure_recall(index_dir, manifest, queries, None)
+        encode = None
+        if not exact_codes(manifest.factory):
+            from indexer.embedding import Embedder
+
+            embedder = Embedder(manifest.model, device, precision=manifest.precision or "auto")
+            encode = embedder.encode
+        report.nprobe, report.recall = measure_recall(index_dir, manifest, queries, None, sample, encode)
     return report

@@ -1,0 +1,81 @@
+"""Shard by shard: many small ranges give the same ids and search results as one shard; tokenise once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from indexer.build import rebuild
+from indexer.chunking import Chunker
+from indexer.embedding import Embedder
+from indexer.manifest import read_manifest
+from indexer.search import open_index
+from tests.indexer.conftest import delete_articles, make_config, write_articles
+from tests.indexer.test_rebuild_search import question_from
+
+
+def _rows(index_dir: Path) -> list[tuple[int, str, str]]:
+    manifest = read_manifest(index_dir)
+    assert manifest is not None
+    rows: list[tuple[int, str, str]] = []
+    for entry in manifest.shards:
+        table = pq.read_table(index_dir / entry.ids_file, columns=["id", "key", "text"])
+        rows.extend(zip(*(table.column(c).to_pylist() for c in ("id", "key", "text")), strict=True))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def fp32() -> Embedder:
+    return Embedder("default", "cpu", precision="fp32")
+
+
+def test_small_shards_over_many_ranges_equal_one_shot(
+    tmp_path: Path, abstracts: list[dict[str, Any]], fp32: Embedder
+) -> None:
+    store = tmp_path / "store"
+    write_articles(store, abstracts[:30])
+    write_articles(store, abstracts[30:])
+    write_articles(store, [dict(abstracts[7], abstract=abstracts[7]["abstract"] + " A later sentence.")], version=2)
+    delete_articles(store, [abstracts[11]["pmid"]])
+    one = rebuild(make_config(store, tmp_path / "one", shard_size=1 << 25, chunk_tokens=96), fp32)
+    many = rebuild(make_config(store, tmp_path / "many", shard_size=250_000, chunk_tokens=96), fp32)
+    assert len(read_manifest(tmp_path / "one").shards) == 1  # type: ignore[union-attr]
+    assert many.shards_written > 15 and many.vectors == one.vectors
+    assert _rows(tmp_path / "many") == _rows(tmp_path / "one"), "same ids, keys and texts, in the same order"
+    ids = [r[0] for r in _rows(tmp_path / "many")]
+    assert ids == sorted(ids) and all((i & 0xFF) < 256 for i in ids)
+    assert abstracts[11]["pmid"] not in {i >> 8 for i in ids}
+    questions = [question_from(r) for r in abstracts[::4]]
+    a = open_index(tmp_path / "one", fp32).search(questions, k=10)
+    b = open_index(tmp_path / "many", fp32).search(questions, k=10)
+    assert [[(h.pmid, h.chunk) for h in hits] for hits in a] == [[(h.pmid, h.chunk) for h in hits] for hits in b]
+    for x, y in zip(a, b, strict=True):
+        assert [h.score for h in x] == pytest.approx([h.score for h in y], abs=1e-5)
+    again = rebuild(make_config(store, tmp_path / "many", shard_size=250_000, chunk_tokens=96), fp32)
+    assert (again.embedded, again.shards_written) == (0, 0) and again.shards_kept == many.shards_written
+
+
+def test_chunk_many_tokenises_once_and_matches_chunk(abstracts: list[dict[str, Any]], fp32: Embedder) -> None:
+    chunker = Chunker(fp32.count_tokens, 64, 16, fp32.tokenize, fp32.special_tokens(), fp32.max_seq_length)
+    rows = abstracts + [{"pmid": 1, "title": "Title only", "abstract": None}, {"pmid": 2, "title": "", "abstract": ""}]
+    expected = [c for r in rows for c in chunker.chunk(r["pmid"], r["title"], r["abstract"])]
+    calls: list[int] = []
+
+    def counting(texts: Any) -> Any:
+        calls.append(len(texts))
+        return fp32.tokenize(texts)
+
+    chunker.tokenize = counting
+    chunks, tokens = chunker.chunk_many(
+        [r["pmid"] for r in rows], [r["title"] for r in rows], [r["abstract"] for r in rows]
+    )
+    assert chunks == expected and len(chunks) > len(abstracts)
+    assert calls == [2 * len(rows)], "one batched tokenizer call for the whole batch"
+    texts = [c.text for c in chunks]
+    reference = fp32.tokenizer(texts, truncation=True, max_length=fp32.max_seq_length)["input_ids"]
+    assert [list(t) for t in tokens] == [list(r) for r in reference]
+    np.testing.assert_allclose(fp32.encode_tokens(tokens), fp32.encode(texts), atol=1e-6)
