@@ -210,7 +210,7 @@ def child_rebuild(store: str, index: str, model: str) -> dict[str, Any]:
 def child_floor(store: str, model: str) -> dict[str, Any]:
     """Read the same texts with the same streaming reader and tokenise them once, batched."""
     from indexer.embedding import Embedder
-    from indexer.store_ranges import iter_live_batches, live_ranges
+    from store.reader import iter_live_batches, live_ranges
 
     embedder = Embedder(model, "cpu")
     started = time.perf_counter()
@@ -235,7 +235,7 @@ def child_embed(store: str) -> dict[str, Any]:
 
     settings = Settings(store, "", "default", "cpu", "auto", 128, None, None, None, 48, 1_000_000, 2048)
     worker = worker_for(settings)
-    from indexer.store_ranges import live_ranges
+    from store.reader import live_ranges
 
     tokens = []
     for lo, hi in live_ranges(store, 1_000_000):

@@ -300,8 +300,7 @@ class _Rebuild:
         return old is not None and old.model == self.model_id and old.chunker == self.chunker_fp
 
     def run(self) -> None:
-        from indexer.store_ranges import live_ranges
-        from store.reader import check_store
+        from store.reader import check_store, live_ranges
 
         cfg, summary = self.cfg, self.summary
         reasons = self._compatibility()

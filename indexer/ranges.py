@@ -106,7 +106,7 @@ def worker_for(settings: Settings, embedder: Embedder | None = None) -> Worker:
 
 def read_range(store: str, lo: int, hi: int) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
     """(pmids, titles, abstracts) of the live articles with some text in ``[lo, hi)``, in PMID order."""
-    from indexer.store_ranges import iter_live_batches
+    from store.reader import iter_live_batches
 
     for table in iter_live_batches(store, lo, hi, columns=["title", "abstract"], batch_pmids=READ_BATCH_PMIDS):
         has_text = pc.or_(
