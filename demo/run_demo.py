@@ -4,7 +4,7 @@
 2. ``scrapy crawl pubmed`` fetches them into the article store;
 3. ``indexer rebuild`` embeds them into the FAISS index (``indexer verify`` checks it);
 4. ``trainer splits`` / ``fit`` / ``eval`` split the yes/no questions by id, retrieve each
-   question's chunks, fine-tune a QLoRA adapter and evaluate it beside two baselines;
+   question's chunks, fine-tune a QLoRA adapter and evaluate it beside three baselines;
 5. it ends by printing where the run report is.
 
 Usage: python demo/run_demo.py [--out data/demo] [--limit N] [--max-steps N]
