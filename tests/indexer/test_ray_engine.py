@@ -212,9 +212,7 @@ def two_node_cluster() -> Iterator[str]:
         ray.shutdown()
     (port,) = _free_ports(1)
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    head = _ray_start(
-        ["--head", f"--port={port}", "--include-dashboard=false"], temp
-    )
+    head = _ray_start(["--head", f"--port={port}", "--include-dashboard=false"], temp)
     nodes = [head]
     try:
         address = f"127.0.0.1:{port}"
