@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from store.compact import DEFAULT_RANGE_WIDTH
 from store.reader import StoreError
 
 app = typer.Typer(
@@ -82,6 +83,32 @@ def verify(
         print(f"verify {report.path}: {report.parts_checked} parts read, {status}")
     if not report.ok or (fail_on_duplicates and report.duplicate_pmids):
         raise typer.Exit(1)
+
+
+@app.command()
+def compact(
+    path: StorePath,
+    range_width: Annotated[
+        int, typer.Option(min=1, help="PMIDs per range: each range becomes one or a few sorted parts.")
+    ] = DEFAULT_RANGE_WIDTH,
+    wait: Annotated[bool, typer.Option(help="Wait for another compact of this store instead of failing.")] = False,
+) -> None:
+    """Rewrite the parts as PMID-sorted parts per range, without old versions or deleted articles (crash-safe)."""
+    from tqdm.auto import tqdm
+
+    from store.compact import compact as compact_store
+
+    bar = tqdm(desc="compact", unit="range", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+    def on_range(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        summary = compact_store(path, range_width=range_width, wait=wait, on_range=on_range)
+    finally:
+        bar.close()
+    print(summary.line())
 
 
 def main() -> None:
