@@ -14,15 +14,18 @@ at a time; crawl writers need no lock: parts they publish later are not in the p
 are left alone); a plan (``_compact/plan.json``, written atomically) naming every part
 read; per range, output parts named ``part-compact-<plan id>-<lo>-<n>.parquet`` (never a
 crawl part's name) written atomically, then a done marker; only when every range is
-marked done are the planned parts deleted, then the plan. A rerun after a kill resumes
+marked done are the planned parts deleted (newest first), then the plan. A rerun after a kill resumes
 the plan: marked ranges are skipped, an unmarked range is written again under the same
 names. Readers stay exact throughout: an output row is a copy of the row that already
 wins for its PMID (same version and fetched_at) and output names sort after crawl
-parts, so while old and new parts coexist the copy only ties with its original.
+parts, so while old and new parts coexist the copy only ties with its original. Rows
+that tie (same version and fetched_at, e.g. a resumed crawl's duplicates) go to the part
+listed first; deleting the old parts newest first keeps that part until last, so no
+reader ever sees another tied row win while the copy's original is gone.
 
-Memory: the footers of the planned parts (`store.stream.StoreIndex`) plus one output part
-(``part_rows`` rows, or one batch of ``DEFAULT_BATCH_PMIDS`` PMIDs if that is larger);
-the deletions of one range.
+Memory: the footers of the planned parts (`store.stream.StoreIndex`), one output part
+(``part_rows`` rows plus at most one batch of ``batch_pmids`` PMIDs), and the deletions of
+one range (one row per deleted PMID).
 """
 
 from __future__ import annotations
@@ -215,7 +218,7 @@ def _fold(table: pa.Table, dead: pa.Array | None) -> tuple[pa.Table, int]:
         column if name in _KEEP_IN_HUSK else pc.if_else(husk, pa.nulls(len(column), column.type), column)
         for name, column in zip(table.column_names, table.columns, strict=True)
     ]
-    kept = pa.table(columns, names=table.column_names).filter(pc.or_(pc.invert(dead), husk))
+    kept = pa.Table.from_arrays(columns, schema=table.schema).filter(pc.or_(pc.invert(dead), husk))
     return kept, table.num_rows - int(pc.sum(dead).as_py() or 0)
 
 
@@ -224,7 +227,7 @@ def _write(store: Path, table_dir: str, tables: list[pa.Table], schema: pa.Schem
     return write_table(store / table_dir, table, name).name
 
 
-def _compact_range(store: Path, index: _PlanIndex, lo: int) -> dict[str, Any]:
+def _compact_range(store: Path, index: _PlanIndex, lo: int, batch_pmids: int) -> dict[str, Any]:
     plan = index.plan
     prefix = _range_prefix(plan, lo)
     for folder in (store / ARTICLES_DIR, store / DELETIONS_DIR):  # outputs of an earlier, unmarked try
@@ -234,7 +237,7 @@ def _compact_range(store: Path, index: _PlanIndex, lo: int) -> dict[str, Any]:
     written: list[str] = []
     buffer: list[pa.Table] = []
     buffered = live = 0
-    batches = index.iter_newest(lo, hi, list(ARTICLE_SCHEMA.names), min(DEFAULT_BATCH_PMIDS, plan.range_width))
+    batches = index.iter_newest(lo, hi, list(ARTICLE_SCHEMA.names), min(batch_pmids, plan.range_width))
     for table, dead in batches:
         kept, n_live = _fold(table, dead)
         live += n_live
@@ -267,7 +270,7 @@ def _remove_stale_temps(store: Path) -> None:
 def _publish(store: Path, plan: Plan) -> None:
     """Every range is written: delete the planned parts, then the markers and the plan."""
     for table_dir, names in ((ARTICLES_DIR, plan.articles), (DELETIONS_DIR, plan.deletions)):
-        for name in names:
+        for name in reversed(names):  # newest first: a tie between old rows keeps the winner the copy took
             (store / table_dir / name).unlink(missing_ok=True)
         if (store / table_dir).is_dir():
             fsync_dir(store / table_dir)
@@ -292,15 +295,18 @@ def compact(
     range_width: int | None = None,
     part_rows: int = DEFAULT_PART_ROWS,
     wait: bool = False,
+    batch_pmids: int = DEFAULT_BATCH_PMIDS,
     on_range: Callable[[int, int], Any] | None = None,
 ) -> CompactSummary:
     """Compact a store (or finish the compaction a killed run left); ``on_range(done, total)`` reports progress.
 
     ``range_width`` (default `DEFAULT_RANGE_WIDTH`) applies to a new plan; a resumed plan keeps its own.
+    Output parts hold about ``part_rows`` rows: whole batches of ``batch_pmids`` PMIDs each.
     """
     start = time.monotonic()
     store = check_store(store_path)
     _check_positive("part_rows", part_rows)
+    _check_positive("batch_pmids", batch_pmids)
     if range_width is not None:
         _check_positive("range_width", range_width)
     with compaction_lock(store, wait):
@@ -322,7 +328,7 @@ def compact(
                 done = json.loads(marker.read_text(encoding="utf-8"))
             else:
                 index = index or _PlanIndex(store, plan)
-                done = _compact_range(store, index, lo)
+                done = _compact_range(store, index, lo, batch_pmids)
                 atomic_write_json(marker, done)
                 written_now += 1
             summary.live_articles += done["live"]
