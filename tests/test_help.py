@@ -15,6 +15,7 @@ COMMANDS = [
     [str(BIN / "store")],
     [str(BIN / "store"), "stats"],
     [str(BIN / "store"), "verify"],
+    [str(BIN / "store"), "compact"],
     [str(BIN / "indexer")],
     [str(BIN / "indexer"), "rebuild"],
     [str(BIN / "indexer"), "search"],
