@@ -68,7 +68,7 @@ class DistributedCrawl:
                 settings.set(name, value, priority="project")
         pipelines = settings.getdict("ITEM_PIPELINES")
         order = pipelines.pop(STORE_PIPELINE, None)
-        _edit_components(settings, "ITEM_PIPELINES", {STORE_PIPELINE: None, LEASED_STORE_PIPELINE: order or 300})
+        _edit_components(settings, "ITEM_PIPELINES", {STORE_PIPELINE: None, LEASED_STORE_PIPELINE: 300 if order is None else order})
         _edit_components(settings, "SPIDER_MIDDLEWARES", {SEED_MIDDLEWARE: 40})
         _edit_components(settings, "DOWNLOADER_MIDDLEWARES", {LEASE_FAILURE_MIDDLEWARE: 10})
 
