@@ -67,8 +67,9 @@ class DistributedCrawl:
             if (settings.getpriority(name) or 0) <= given:
                 settings.set(name, value, priority="project")
         pipelines = settings.getdict("ITEM_PIPELINES")
-        order = pipelines.pop(STORE_PIPELINE, None)
-        _edit_components(settings, "ITEM_PIPELINES", {STORE_PIPELINE: None, LEASED_STORE_PIPELINE: 300 if order is None else order})
+        order = pipelines.get(STORE_PIPELINE)
+        leased = 300 if order is None else order
+        _edit_components(settings, "ITEM_PIPELINES", {STORE_PIPELINE: None, LEASED_STORE_PIPELINE: leased})
         _edit_components(settings, "SPIDER_MIDDLEWARES", {SEED_MIDDLEWARE: 40})
         _edit_components(settings, "DOWNLOADER_MIDDLEWARES", {LEASE_FAILURE_MIDDLEWARE: 10})
 

@@ -94,6 +94,7 @@ class Command(ScrapyCrawl):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         pubmed = bool(args) and args[0] == PubmedSpider.name
         if pubmed:
+            assert self.settings is not None
             try:
                 check_usage(opts.spargs, self.settings)
             except UsageProblem as exc:

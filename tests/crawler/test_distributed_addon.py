@@ -72,7 +72,8 @@ def test_a_redis_url_alone_switches_every_distributed_component_on() -> None:
     pipelines = settings.getdict("ITEM_PIPELINES")
     assert pipelines == {"crawler.pipelines.StorePipeline": None, "crawler.redis_crawl.LeasedStorePipeline": 300}
     spider_mws = settings.getdict("SPIDER_MIDDLEWARES")
-    assert spider_mws["crawler.redis_crawl.SeedMiddleware"] < spider_mws["crawler.middlewares.ParseErrorRetryMiddleware"]
+    retries = spider_mws["crawler.middlewares.ParseErrorRetryMiddleware"]
+    assert spider_mws["crawler.redis_crawl.SeedMiddleware"] < retries  # sees the output after the retries
     downloader_mws = settings.getdict("DOWNLOADER_MIDDLEWARES")
     assert downloader_mws["crawler.redis_crawl.LeaseFailureMiddleware"] == min(
         v for v in downloader_mws.values() if v is not None
@@ -94,4 +95,3 @@ def test_settings_given_on_the_command_line_win_over_the_add_on() -> None:
         "crawler.pipelines.StorePipeline": None,
         "crawler.redis_crawl.LeasedStorePipeline": 300,
     }
-
