@@ -8,10 +8,10 @@ retries, 429s, requests, seconds, requests/second). PMIDs NCBI does not have are
 PMIDs whose requests or writes failed go to ``<store>/crawl-failed.txt`` (the next run
 fetches them again); the counts go to ``<store>/crawl-summary.json``. The line is logged
 when the engine has stopped, so it is the crawl's last (after "Spider closed" and
-Scrapy's stats dump, which is off unless ``STATS_DUMP``: see `crawler.commands.crawl`). `exit_code` says
-how the crawl ended: 1 when any PMID failed, a write failed, the store could not be
-read, a search failed or the crawl did not finish; else 0. Only published rows count as
-stored.
+Scrapy's stats dump, which is off unless ``STATS_DUMP``: see `crawler.commands.crawl`).
+`exit_code` says how the crawl ended: 1 when any PMID failed, a write failed, the store
+could not be read, a search failed or the crawl did not finish; else 0. Only published
+rows count as stored.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def check_usage(spargs: dict[str, str], settings: BaseSettings) -> list[int] | N
     if kind == "query":
         return None
     if not Path(value).is_file():
-        raise UsageProblem(f"-a {kind}={value}: no such file")
+        raise UsageProblem(f"-a {kind}={value}: {'not a file' if Path(value).exists() else 'no such file'}")
     pmids = load_input(kind, value)
     if not pmids:
         raise UsageProblem(f"-a {kind}={value}: holds no PMID, nothing to crawl")
