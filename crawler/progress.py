@@ -6,10 +6,12 @@ While the crawl runs: a tqdm bar on stderr when it is a terminal, and every
 retries, 429s, requests, seconds, requests/second). PMIDs NCBI does not have are listed
 (the first ``PUBMED_MISSING_SHOWN``) and all written to ``<store>/crawl-missing.txt``;
 PMIDs whose requests or writes failed go to ``<store>/crawl-failed.txt`` (the next run
-fetches them again); the counts go to ``<store>/crawl-summary.json``. `exit_code` says
-how the crawl ended: 1 when any PMID failed, a write failed, the store could not be
-read, a search failed or the crawl did not finish; else 0. Only published rows count as
-stored.
+fetches them again); the counts go to ``<store>/crawl-summary.json``. The line is logged
+when the engine has stopped, so it is the crawl's last (after "Spider closed" and
+Scrapy's stats dump, which is off unless ``STATS_DUMP``: see `crawler.commands.crawl`).
+`exit_code` says how the crawl ended: 1 when any PMID failed, a write failed, the store
+could not be read, a search failed or the crawl did not finish; else 0. Only published
+rows count as stored.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class CrawlProgress:
         self.started = time.monotonic()
         self.bar: tqdm[Any] | None = None
         self._timer: task.LoopingCall | None = None
+        self.summary: list[tuple[int, str]] = []  # (level, line) logged when the engine has stopped
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> CrawlProgress:
@@ -71,6 +74,7 @@ class CrawlProgress:
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(ext.engine_stopped, signal=signals.engine_stopped)
         return ext
 
     def _get(self, key: str) -> int:
@@ -144,25 +148,21 @@ class CrawlProgress:
         assert self.crawler.stats is not None
         self.crawler.stats.set_value(EXIT_STAT, code)
         files = self._write_files(missing, failed, c, reason, seconds, problems, why)
-        log.info(
-            "pubmed crawl %s: requested %d, already stored %d, stored %d, not in PubMed %d%s, failed %d%s, "
-            "retries %d, 429s %d, %d requests in %.1f s (%.2f req/s)",
-            reason,
-            c["requested"],
-            c["already_stored"],
-            c["stored"],
-            len(missing),
-            self._listed(missing, files.get(MISSING_FILE)),
-            len(failed),
-            self._listed(failed, files.get(FAILED_FILE)),
-            c["retries"],
-            c["http_429"],
-            c["requests"],
-            seconds,
-            c["requests"] / seconds if seconds > 0 else 0.0,
+        line = (
+            f"pubmed crawl {reason}: requested {c['requested']}, already stored {c['already_stored']}, "
+            f"stored {c['stored']}, not in PubMed {len(missing)}{self._listed(missing, files.get(MISSING_FILE))}, "
+            f"failed {len(failed)}{self._listed(failed, files.get(FAILED_FILE))}, retries {c['retries']}, "
+            f"429s {c['http_429']}, {c['requests']} requests in {seconds:.1f} s "
+            f"({c['requests'] / seconds if seconds > 0 else 0.0:.2f} req/s)"
         )
-        if code:
-            log.error("pubmed crawl incomplete (exit 1): %s", "; ".join(why))
+        self.summary = [(logging.ERROR, f"pubmed crawl incomplete (exit 1): {'; '.join(why)}")] if code else []
+        self.summary.append((logging.INFO, line))
+
+    def engine_stopped(self) -> None:
+        """Log the summary last, after Scrapy's own closing lines (and its stats dump, when on)."""
+        for level, line in self.summary:
+            log.log(level, "%s", line)
+        self.summary = []
 
     def _listed(self, pmids: dict[int, str], where: Path | None) -> str:
         if not pmids:

@@ -4,12 +4,15 @@ Any number of ``scrapy crawl pubmed`` processes given the same input and the sam
 share one job: one request queue (`crawler.redis_queue`, on scrapy-redis), one rate
 limit (`crawler.redis_ratelimit`) and one store folder (each writes its own parts).
 
-- `distributed_settings` is what the spider applies (at ``spider`` priority, so ``-s``
-  still wins) when ``PUBMED_REDIS_URL`` is set; without it nothing changes.
+The add-on `crawler.distributed.DistributedCrawl` lists these components when
+``PUBMED_REDIS_URL`` is set; each raises `NotConfigured` without it.
+
 - `SeedMiddleware` (spider middleware) turns the spider's start batches into
   deterministic chunks of the job's PMID list, each pushed once per job by whichever
   worker claims it first, and marks a leased request's output as handled by appending a
-  `LeaseDone` item after it.
+  `LeaseDone` item after it. It uses only the spider's public crawl contract (see
+  `crawler.spiders.pubmed`): ``batch_size``, ``input_ids``, ``stored``, ``efetch()`` and
+  the request meta ``pmids`` / ``round`` / ``span``.
 - `LeaseFailureMiddleware` (downloader middleware) marks a lease handled when its
   request finally failed (the errback then re-requests or reports the PMIDs).
 - `LeasedStorePipeline` (the store pipeline plus leases) renews this worker's leases and
@@ -24,50 +27,19 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from scrapy.exceptions import NotConfigured
 from scrapy.http import Request
 from twisted.internet import task
 
+from crawler.distributed import require_redis
 from crawler.pipelines import StorePipeline
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
-    from scrapy.settings import BaseSettings
 
     from crawler.redis_queue import LeasedQueue
 
 log = logging.getLogger(__name__)
-
-STORE_PIPELINE = "crawler.pipelines.StorePipeline"
-
-
-def distributed_settings(settings: BaseSettings) -> dict[str, Any]:
-    """The settings that turn a crawl into a worker of a distributed job (empty without PUBMED_REDIS_URL)."""
-    if not settings.get("PUBMED_REDIS_URL"):
-        return {}
-    pipelines = dict(settings.getdict("ITEM_PIPELINES"))
-    order = pipelines.pop(STORE_PIPELINE, 300)
-    pipelines[STORE_PIPELINE] = None
-    pipelines["crawler.redis_crawl.LeasedStorePipeline"] = order
-    spider_mws = dict(settings.getdict("SPIDER_MIDDLEWARES"))
-    spider_mws["crawler.redis_crawl.SeedMiddleware"] = 40  # outside the parse-error retries (100)
-    downloader_mws = dict(settings.getdict("DOWNLOADER_MIDDLEWARES"))
-    downloader_mws["crawler.redis_crawl.LeaseFailureMiddleware"] = 10  # sees only failures nobody retried
-    return {
-        "SCHEDULER": "crawler.redis_queue.RedisScheduler",
-        "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
-        "PUBMED_RATE_LIMITER": "crawler.redis_ratelimit.RedisRateLimiter",
-        "ITEM_PIPELINES": pipelines,
-        "SPIDER_MIDDLEWARES": spider_mws,
-        "DOWNLOADER_MIDDLEWARES": downloader_mws,
-    }
-
-
-def apply_distributed_settings(settings: BaseSettings) -> None:
-    """Apply `distributed_settings` at ``spider`` priority (``-s`` on the command line still wins)."""
-    for name, value in distributed_settings(settings).items():
-        settings.set(name, value, priority="spider")
 
 
 @dataclass(frozen=True)
@@ -87,8 +59,7 @@ def leased_queue(crawler: Crawler) -> LeasedQueue | None:
 
 
 def _require_redis(crawler: Crawler) -> None:
-    if not crawler.settings.get("PUBMED_REDIS_URL"):
-        raise NotConfigured("PUBMED_REDIS_URL is not set")
+    require_redis(crawler.settings)
 
 
 def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
@@ -120,10 +91,11 @@ class SeedMiddleware:
             if isinstance(item, Request) and "span" in item.meta and item.meta["span"] is None:
                 item.meta[SEED_META] = "esearch"
             yield item
-        skip: set[int] = getattr(spider, "skip", set())
+        # After the spider's start: ``stored`` is read from the store by then.
+        stored: set[int] = spider.stored
         seeded = 0
-        for number, chunk in enumerate(_chunks(list(getattr(spider, "requested", {})), spider.batch_size)):
-            todo = [p for p in chunk if p not in skip]
+        for number, chunk in enumerate(_chunks(list(spider.input_ids), spider.batch_size)):
+            todo = [p for p in chunk if p not in stored]
             if todo:
                 request = spider.efetch(todo)
                 request.meta[SEED_META] = f"efetch:{number}"

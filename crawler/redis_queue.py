@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy_redis.queue import PriorityQueue
 from scrapy_redis.scheduler import Scheduler
 
+from crawler.distributed import require_redis
 from crawler.redis_entries import InvalidEntry, decode_entry, encode_entry, entry_of
 from crawler.redis_ratelimit import connect
 
@@ -187,8 +188,7 @@ class LeasedQueue(PriorityQueue):
             request.meta["rounds"] = {p: r for p, r in entry.rounds.items() if p in set(entry.pmids)}
             request.meta["round"] = entry.round
         else:
-            request = spider.esearch(entry.span)
-            spider.searches_pending -= 1  # counted by the worker that asked for it
+            request = spider.esearch(entry.span, counted=False)  # counted by the worker that asked for it
         request.priority = entry.priority
         if entry.retry_times:
             request.meta["retry_times"] = entry.retry_times
@@ -308,7 +308,7 @@ class RedisScheduler(Scheduler):
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RedisScheduler:
         settings = crawler.settings
-        server = connect(settings.get("PUBMED_REDIS_URL"))
+        server = connect(require_redis(settings))
         scheduler = cls(
             server,
             lease_seconds=settings.getfloat("PUBMED_REDIS_LEASE_SECONDS"),
@@ -374,5 +374,5 @@ def job_id(spider: Spider) -> str:
     if kind == "query":
         material = f"query\n{getattr(spider, 'input_value', '')}"
     else:
-        material = "pmids\n" + ",".join(map(str, sorted(getattr(spider, "requested", {}))))
+        material = "pmids\n" + ",".join(map(str, sorted(getattr(spider, "input_ids", []))))
     return f"{spider.name}-{hashlib.sha256(material.encode()).hexdigest()[:16]}"

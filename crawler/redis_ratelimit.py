@@ -29,8 +29,8 @@ reserves a new one, so processes stalled together cannot all fire when they wake
   time of the next reservation) and ``blocked`` (a ``Retry-After`` pause every process
   honours), ``margin`` and ``margin_at`` (the widest margin reported lately).
 
-Switched on by ``PUBMED_REDIS_URL`` (``PUBMED_RATE_LIMITER =
-"crawler.redis_ratelimit.RedisRateLimiter"``).
+Switched on by ``PUBMED_REDIS_URL``: the add-on `crawler.distributed.DistributedCrawl`
+sets ``PUBMED_RATE_LIMITER`` to `RedisRateLimiter`, which raises `NotConfigured` without it.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ from itertools import count
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from scrapy.exceptions import NotConfigured
-
+from crawler.distributed import require_redis
 from crawler.ratelimit import RETRY_AFTER_MAX_S, DelayGauge
 
 if TYPE_CHECKING:
@@ -221,9 +220,7 @@ class RedisRateLimiter:
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> RedisRateLimiter:
-        url = settings.get("PUBMED_REDIS_URL")
-        if not url:
-            raise NotConfigured("PUBMED_REDIS_URL is not set")
+        url = require_redis(settings)
         key = route_key(settings)
         limiter = cls(
             connect(url),

@@ -28,8 +28,10 @@ PUBMED_RETRY_AFTER_MAX = 60.0  # a server's Retry-After (or X-RateLimit wish) is
 PUBMED_RATE_COLD_ALLOWANCE = 0.1  # seconds a request after a quiet spell (new connection) may arrive late
 PUBMED_RATE_LIMITER = "crawler.ratelimit.LocalRateLimiter"
 
-# Distributed crawl (crawler.redis_crawl): set PUBMED_REDIS_URL (e.g. redis://host:6379/0) and
-# every process given the same input shares one request queue and one rate limit in Redis.
+# Distributed crawl: set PUBMED_REDIS_URL (e.g. redis://host:6379/0) and the add-on
+# crawler.distributed.DistributedCrawl makes every process given the same input share one
+# request queue and one rate limit in Redis (it is not configured while the URL is empty).
+ADDONS = {"crawler.distributed.DistributedCrawl": 100}
 PUBMED_REDIS_URL = ""
 PUBMED_REDIS_JOB = ""  # job id; default: a hash of the crawl's input
 PUBMED_REDIS_LEASE_SECONDS = 30.0  # a dead worker's requests return to the queue after this long
@@ -42,6 +44,7 @@ PUBMED_BATCH_SIZE = 200
 PUBMED_FETCH_ROUNDS = 3  # the first request plus re-requests in halved batches
 PUBMED_MAX_PMID = 99_999_999  # upper end of the PMID range that large queries are split over
 PUBMED_ESEARCH_MAX_SPLITS = 20_000  # a query needing more PMID-range splits fails with a clear error
+PUBMED_CUT_LAZILY = True  # cut start batches as the downloader has room (off when the start batches are re-cut)
 
 # Writing to the store.
 PUBMED_PART_ROWS = 10_000
@@ -51,6 +54,8 @@ PUBMED_FLUSH_SECONDS = 5.0
 # Progress and summary.
 PUBMED_PROGRESS_INTERVAL = 10.0  # seconds between progress log lines
 PUBMED_MISSING_SHOWN = 20  # PMIDs listed per kind in the summary line; all go to crawl-missing.txt / crawl-failed.txt
+# Scrapy's stats dump (30 lines) only with `scrapy crawl --stats` or -s LOG_LEVEL=DEBUG (crawler/commands/crawl.py).
+STATS_DUMP = False
 
 # Retries: bounded attempts with exponential backoff.
 RETRY_ENABLED = True

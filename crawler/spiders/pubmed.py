@@ -20,6 +20,16 @@ batches of their own. A query is run with esearch; when it finds more than 9,999
 (the most esearch will list) it is split by PMID range, halving the range until each
 part fits (at most ``PUBMED_ESEARCH_MAX_SPLITS`` splits), and the PMIDs collected are
 checked against the reported Count. Unknown or empty ``-a`` arguments are usage errors.
+
+What other components may use (the spider's public contract; nothing else is read from
+outside): ``input_kind`` and ``input_value`` (the one input), ``input_ids`` (its PMIDs in
+input order; empty for a query), ``batch_size``, ``stored`` (PMIDs already live in the
+store, read when ``start()`` begins), ``efetch(pmids)`` and ``esearch(span)`` (build a
+request), ``request_gave_up(request, reason)``, the outcome ``missing``, ``failed``,
+``store_error``, ``search_failures``, ``search_problems``, and the meta of its requests:
+``pmids`` and ``round`` (0 for a start batch) on efetch, ``span`` on esearch (None for
+the query itself). ``PUBMED_CUT_LAZILY`` (on by default) cuts start batches only as the
+downloader has room; a component that re-cuts the start batches itself turns it off.
 """
 
 from __future__ import annotations
@@ -131,7 +141,7 @@ class PubmedSpider(scrapy.Spider):
         self.date_params = date_filters({k: kwargs.pop(k, None) for k in DATE_ARGS}, self.input_kind)
         self.input_ids: list[int] = [] if self.input_kind == "query" else load_input(self.input_kind, self.input_value)
         self.requested: dict[int, None] = dict.fromkeys(self.input_ids)
-        self.skip: set[int] = set()
+        self.stored: set[int] = set()
         self.fetched: set[int] = set()
         self.missing: dict[int, str] = {}  # not in PubMed: asked for in every round, never returned
         self.failed: dict[int, str] = {}  # requests failed (or records unusable) in every round: retried next run
@@ -148,14 +158,6 @@ class PubmedSpider(scrapy.Spider):
         self.search_problems: list[str] = []
 
     @classmethod
-    def update_settings(cls, settings: Any) -> None:
-        super().update_settings(settings)
-        if settings.get("PUBMED_REDIS_URL"):  # distributed crawl: shared queue and rate limit in Redis
-            from crawler.redis_crawl import apply_distributed_settings
-
-            apply_distributed_settings(settings)
-
-    @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> PubmedSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
         settings = crawler.settings
@@ -165,8 +167,7 @@ class PubmedSpider(scrapy.Spider):
         spider.max_pmid = settings.getint("PUBMED_MAX_PMID")
         spider.max_splits = settings.getint("PUBMED_ESEARCH_MAX_SPLITS")
         spider.store_path = settings.get("PUBMED_STORE")
-        # A distributed crawl re-cuts the start batches itself (crawler.redis_crawl): no lazy cutting there.
-        spider.cut_lazily = not settings.get("PUBMED_REDIS_URL")
+        spider.cut_lazily = settings.getbool("PUBMED_CUT_LAZILY", True)
         params = {"tool": settings.get("PUBMED_TOOL"), "email": settings.get("NCBI_EMAIL")}
         global _email_warned
         if not params["email"] and not _email_warned:
@@ -201,8 +202,14 @@ class PubmedSpider(scrapy.Spider):
         meta = {"pmids": pmids, "rounds": rounds, "round": max(rounds.values(), default=0)}
         return self._post("efetch", meta, id=",".join(map(str, pmids)), retmode="xml")
 
-    def esearch(self, span: tuple[int, int] | None) -> FormRequest:
-        self.searches_pending += 1
+    def esearch(self, span: tuple[int, int] | None, *, counted: bool = True) -> FormRequest:
+        """An esearch of the query (``span`` None) or of one PMID range of it.
+
+        ``counted``: the crawl waits for its answer before cutting the last batches; False
+        for a request rebuilt from a queue entry, counted where it was first asked for.
+        """
+        if counted:
+            self.searches_pending += 1
         term = self.input_value if span is None else f"({self.input_value}) AND {span[0]}:{span[1]}[uid]"
         # Searches go first: their PMIDs feed the efetch batches.
         return self._post(
@@ -211,7 +218,7 @@ class PubmedSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[Any]:
         try:
-            self.skip = stored_pmids(self.store_path)
+            self.stored = stored_pmids(self.store_path)
         except StoreError as exc:
             self.store_error = str(exc)
             log.error(
@@ -221,7 +228,7 @@ class PubmedSpider(scrapy.Spider):
         if self.input_kind == "query":
             yield self.esearch(None)
             return
-        todo = [p for p in self.requested if p not in self.skip]
+        todo = [p for p in self.requested if p not in self.stored]
         self._stat("pubmed/requested", len(self.requested))
         self._stat("pubmed/already_stored", len(self.requested) - len(todo))
         log.info(
@@ -384,7 +391,7 @@ class PubmedSpider(scrapy.Spider):
             for pmid in result.ids:
                 if pmid not in self.requested:
                     self.requested[pmid] = None
-                    if pmid not in self.skip:
+                    if pmid not in self.stored:
                         self.queued.append(pmid)
             while len(self.queued) >= self.batch_size:
                 batch, self.queued = self.queued[: self.batch_size], self.queued[self.batch_size :]
@@ -402,7 +409,7 @@ class PubmedSpider(scrapy.Spider):
             for batch in batches:
                 yield self.efetch(batch)
         found = len(self.requested)
-        already = sum(1 for p in self.requested if p in self.skip)
+        already = sum(1 for p in self.requested if p in self.stored)
         self._stat("pubmed/requested", found)
         self._stat("pubmed/already_stored", already)
         self._stat("pubmed/esearch_ids", found)

@@ -115,6 +115,8 @@ def test_three_workers_share_one_queue_and_one_rate_limit(eutils, redis_url, tmp
     logs = [w.communicate(timeout=90)[1] for w in workers]
 
     assert [w.returncode for w in workers] == [0, 0, 0], "\n".join(log[-2000:] for log in logs)
+    for text in logs:  # PUBMED_REDIS_URL alone switched the add-on and the shared queue on
+        assert "crawler.distributed.DistributedCrawl object" in text and "distributed crawl job pubmed-" in text
     assert sorted(raw_pmids(store)) == pmids  # every PMID exactly once, across all workers' parts
     assert server.rate_limited == 0, _arrivals(server)
     log = server.requests()

@@ -128,7 +128,7 @@ def test_usage_errors_are_one_line_and_exit_nonzero(eutils, crawl, tmp_path):
 
     assert none.returncode == 2 and "exactly one of -a pmids=FILE" in none.stderr
     assert both.returncode == 2 and "got -a pmids, -a query" in both.stderr
-    assert absent.returncode == 1 and "absent.txt: cannot read PMID file" in absent.stderr
+    assert absent.returncode == 2 and "absent.txt: no such file" in absent.stderr
     assert bad_line.returncode == 1 and f"{ids}:2: not a PMID or PubMed URL: 'not a pmid'" in bad_line.stderr
     for done in (none, both, absent, bad_line):
         assert "Traceback" not in done.stderr
