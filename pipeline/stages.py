@@ -11,8 +11,9 @@ markers of `pipeline.steps`). Each step is the stage's own command:
 5. ``eval``:   ``trainer eval``
 
 A step's inputs are the settings its output depends on: the question file's content, the
-relevant ``pipeline.toml`` table, model, seed, max steps. The E-utilities URL and rate
-are not inputs (they change how documents are fetched, not which), so the demo's local
+relevant ``pipeline.toml`` table, model, seed, max steps; paths are not (every step's
+paths are fixed inside the work folder, so a copied work folder stays finished). The
+E-utilities URL and rate are not inputs (they change how documents are fetched, not which), so the demo's local
 server on a fresh port does not invalidate a finished crawl.
 """
 
@@ -138,13 +139,13 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
         Step(
             "crawl",
             crawl,
-            inputs={"pmids": digest(listing.encode()), "n_pmids": len(pmids), "store": str(cfg.store)},
+            inputs={"pmids": digest(listing.encode()), "n_pmids": len(pmids)},
             env={"SCRAPY_SETTINGS_MODULE": "crawler.settings"},
         ),
         Step(
             "index",
             index,
-            inputs={"model": cfg.index_model, "indexer_table": tables.get("indexer"), "index": str(cfg.index)},
+            inputs={"model": cfg.index_model, "indexer_table": tables.get("indexer")},
             outputs=(cfg.index / "manifest.json",),
         ),
         Step(

@@ -21,7 +21,7 @@ from trainer.questions import parse_bioasq
         ({"epochs": 4.0, "batch_size": 16, "warmup_ratio": 0.06}, 84, 24, 2),  # 6 batches an epoch
         ({"epochs": 4.0, "batch_size": 16, "grad_accum": 2, "warmup_ratio": 0.1}, 84, 12, 2),  # 3 updates an epoch
         ({"epochs": 1.5, "batch_size": 10, "warmup_ratio": 0.5}, 95, 15, 8),
-        ({"epochs": 4.0, "warmup_ratio": 0.0}, 84, 24, 0),
+        ({"epochs": 4.0, "batch_size": 16, "warmup_ratio": 0.0}, 84, 24, 0),
     ],
 )
 def test_warmup_is_a_share_of_the_optimiser_steps(
