@@ -56,7 +56,7 @@ def eutils(questions: Path) -> Iterator[LocalEutils]:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer BERT with random weights and the packaged MiniLM tokenizer."""
+    """A 2-layer BERT with random weights and the packaged MiniLM tokenizer: the index embeds with it, fit tunes it."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -91,10 +91,22 @@ def pipeline_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
-def pipeline_argv(work: Path, questions: Path, server_url: str, model: Path, config: Path, *extra: str) -> list[str]:
+def pipeline_argv(
+    work: Path,
+    questions: Path,
+    server_url: str,
+    model: Path,
+    config: Path,
+    *extra: str,
+    index_model: Path | None = None,
+) -> list[str]:
+    """``pipeline run`` fine-tuning ``model``, which also embeds the index unless ``index_model`` is given."""
     return [
         *(sys.executable, "-m", "pipeline", "run", "--pubmedqa", str(questions), "--work", str(work)),
-        *("--eutils-url", server_url, "--model", str(model), "--max-steps", "4", "--config", str(config), *extra),
+        *("--eutils-url", server_url, "--model", str(model), "--index-model", str(index_model or model)),
+        "--max-steps",
+        "4",
+        *("--config", str(config), *extra),
     ]
 
 

@@ -127,13 +127,14 @@ def test_a_finished_run_skips_everything(
 
 
 def test_a_failed_step_exits_1_naming_it_and_later_steps_are_invalidated(
-    resumed: Resumed, tmp_path: Path, questions: Path, eutils: LocalEutils, fast_toml: Path
+    resumed: Resumed, tmp_path: Path, questions: Path, eutils: LocalEutils, tiny_model: Path, fast_toml: Path
 ) -> None:
     work = tmp_path / "work"
     shutil.copytree(resumed.work, work)
     splits_marker = (work / "steps" / "splits.done.json").read_bytes()
     missing_model = tmp_path / "no-such-model"
-    result = run_pipeline(pipeline_argv(work, questions, eutils.url, missing_model, fast_toml), tmp_path)
+    argv = pipeline_argv(work, questions, eutils.url, missing_model, fast_toml, index_model=tiny_model)
+    result = run_pipeline(argv, tmp_path)
     assert result.returncode == 1
     assert "step 'fit' failed with exit code 1" in result.stderr
     assert "[3/5] splits: finished" in result.stdout and "[4/5] fit: running" in result.stdout
