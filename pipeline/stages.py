@@ -32,7 +32,6 @@ from store.atomic import atomic_write_text
 from store.config import ConfigPath, StageConfig, read_config_file
 
 NCBI_EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
-STEP_NAMES = ("crawl", "index", "splits", "fit", "eval")
 
 
 class PipelineConfig(StageConfig):
