@@ -6,6 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= data/demo
+DEMO_ARGS ?=
 
 .PHONY: setup system-deps test lint demo clean
 
@@ -33,8 +34,10 @@ lint: setup
 test: lint system-deps
 	$(BIN)/pytest -q
 
+# `pipeline run` against a local E-utilities server; a second `make demo` skips the finished
+# steps, `make demo DEMO_ARGS=--fresh` starts over.
 demo: setup
-	$(BIN)/python demo/run_demo.py --out $(DEMO)
+	$(BIN)/python demo/run_demo.py --out $(DEMO) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

@@ -1,22 +1,22 @@
-"""The offline end-to-end demo: the whole pipeline on a bundled PubMedQA sample.
+"""The offline end-to-end demo: `pipeline run` on a bundled PubMedQA sample.
 
-1. a local E-utilities server on 127.0.0.1 serves the sample's abstracts as PubMed XML;
-2. ``scrapy crawl pubmed`` fetches them into the article store;
-3. ``indexer rebuild`` embeds them into the FAISS index (``indexer verify`` checks it);
-4. ``trainer splits`` / ``fit`` / ``eval`` split the yes/no questions by id, retrieve each
-   question's chunks, fine-tune a QLoRA adapter and evaluate it beside three baselines;
-5. it ends by printing where the run report is.
+It writes the sample's questions and their abstracts (as PubMed XML) into the output
+folder, starts a local E-utilities server on 127.0.0.1 serving those abstracts at NCBI's
+rate without a key, and runs ``pipeline run --pubmedqa ... --eutils-url <server>`` with
+that folder as the work folder: crawl, index, splits, fit, eval (see docs/pipeline.md).
+Run it again and the finished steps are skipped; it ends by printing where the run
+report is.
 
-Usage: python demo/run_demo.py [--out data/demo] [--limit N] [--max-steps N]
+Usage: python demo/run_demo.py [--out data/demo] [--limit N] [--max-steps N] [--fresh]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,98 +24,50 @@ sys.path.insert(0, str(ROOT))
 
 from crawler.local_eutils import LocalEutils, load_records  # noqa: E402
 from demo.pubmedqa_xml import build  # noqa: E402
+from store.atomic import atomic_write_bytes  # noqa: E402
 
-BIN = Path(sys.executable).parent
-
-
-def _tool(name: str) -> str:
-    found = BIN / name
-    return str(found) if found.exists() else (shutil.which(name) or name)
+RUN_NAME = "demo"
 
 
-def _step(title: str, argv: list[str]) -> None:
-    print(f"\n== {title}\n$ {' '.join(argv)}", flush=True)
-    started = time.monotonic()
-    result = subprocess.run(argv, cwd=ROOT)
-    if result.returncode != 0:
-        raise SystemExit(f"demo: step '{title}' failed with exit code {result.returncode}")
-    print(f"   ({time.monotonic() - started:.1f} s)", flush=True)
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if not path.is_file() or path.read_bytes() != data:
+        atomic_write_bytes(path, data)
 
 
-def run(out: Path, sample: Path, limit: int | None, max_steps: int | None) -> Path:
-    import json
-
+def run(out: Path, sample: Path, limit: int | None, max_steps: int | None, fresh: bool = False) -> Path:
+    """Prepare the demo inputs in ``out`` and run the pipeline there; returns the report path."""
     records = json.loads(sample.read_text(encoding="utf-8"))
     if limit is not None:
         records = dict(list(records.items())[:limit])
-    if out.exists():
+    if fresh and out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
     questions = out / "pubmedqa_questions.json"
-    questions.write_text(json.dumps(records, ensure_ascii=False))
     xml = out / "server" / "pubmedqa_sample.xml"
-    xml.parent.mkdir()
-    xml.write_bytes(build(records))
-    pmids = out / "pmids.txt"
-    pmids.write_text("".join(f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/\n" for pmid in records))
-    store, index, splits, run_dir = out / "pubmed", out / "index", out / "splits", out / "runs" / "demo"
-
+    _write_if_changed(questions, json.dumps(records, ensure_ascii=False).encode("utf-8"))
+    _write_if_changed(xml, build(records))
     with LocalEutils(load_records([xml]), rate_limit=3) as server:
-        print(f"local E-utilities server at {server.url} (3 requests/second, like NCBI without a key)")
-        _step(
-            "crawl",
-            [
-                _tool("scrapy"),
-                "crawl",
-                "pubmed",
-                "-a",
-                f"pmids={pmids}",
-                "-s",
-                f"PUBMED_EUTILS_URL={server.url}",
-                "-s",
-                f"PUBMED_STORE={store}",
-                "-s",
-                "PUBMED_RATE=3",
-                "-s",
-                "LOG_LEVEL=WARNING",
-            ],
-        )
-    _step("store stats", [_tool("store"), "stats", str(store)])
-    _step("index", [_tool("indexer"), "rebuild", "--store", str(store), "--index", str(index)])
-    _step("verify index", [_tool("indexer"), "verify", "--store", str(store), "--index", str(index), "--queries", "50"])
-    _step(
-        "splits",
-        [
-            _tool("trainer"),
-            "splits",
-            "--pubmedqa",
-            str(questions),
-            "--index",
-            str(index),
-            "--out",
-            str(splits),
-            "--seed",
-            "13",
-        ],
-    )
-    fit = [_tool("trainer"), "fit", "--splits", str(splits), "--out", str(run_dir), "--seed", "13"]
-    if max_steps is not None:
-        fit += ["--max-steps", str(max_steps)]
-    _step("fit (QLoRA)", fit)
-    _step("evaluate", [_tool("trainer"), "eval", "--run", str(run_dir)])
-    report = run_dir / "report.html"
+        print(f"local E-utilities server at {server.url} (3 requests/second, like NCBI without a key)", flush=True)
+        argv = [sys.executable, "-m", "pipeline", "run", "--pubmedqa", str(questions), "--work", str(out)]
+        argv += ["--eutils-url", server.url, "--rate", "3", "--seed", "13", "--run-name", RUN_NAME]
+        if max_steps is not None:
+            argv += ["--max-steps", str(max_steps)]
+        code = subprocess.run(argv, cwd=ROOT, check=False).returncode
+    if code != 0:
+        raise SystemExit(f"demo: pipeline run failed with exit code {code}")
+    report = out / "runs" / RUN_NAME / "report.html"
     print(f"\ndemo finished: report at {report}")
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "data" / "demo", help="demo output folder (replaced)")
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "demo", help="demo work folder")
     parser.add_argument("--sample", type=Path, default=ROOT / "demo" / "pubmedqa_sample.json")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N questions")
     parser.add_argument("--max-steps", type=int, default=None, help="cap training steps")
+    parser.add_argument("--fresh", action="store_true", help="delete the work folder first instead of resuming")
     args = parser.parse_args(argv)
-    run(args.out.resolve(), args.sample, args.limit, args.max_steps)
+    run(args.out.resolve(), args.sample, args.limit, args.max_steps, args.fresh)
     return 0
 
 

@@ -1,5 +1,6 @@
-"""The README's demo, end to end on a reduced sample: every stage's outputs, and the report
-page as a browser renders it (headless Chromium: plots present, no console errors)."""
+"""The README's demo, end to end on a reduced sample: every stage's outputs, the report page
+as a browser renders it (headless Chromium: plots present, no console errors), and a second
+run that skips every finished step."""
 
 from __future__ import annotations
 
@@ -20,21 +21,18 @@ LIMIT = 40
 
 def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = subprocess.run(
-        [sys.executable, "demo/run_demo.py", "--out", str(out), "--limit", str(LIMIT), "--max-steps", "6"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    argv = [sys.executable, "demo/run_demo.py", "--out", str(out), "--limit", str(LIMIT), "--max-steps", "6"]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     report = out / "runs" / "demo" / "report.html"
     assert f"demo finished: report at {report}" in result.stdout
+    steps = ("crawl", "index", "splits", "fit", "eval")
+    assert all(f"[{i}/5] {name}: done in " in result.stdout for i, name in enumerate(steps, start=1))
 
     # crawl -> store: exactly the sample's articles, with their abstracts
     sample = json.loads(SAMPLE.read_text())
     expected = [int(pmid) for pmid in list(sample)[:LIMIT]]
-    articles = read_articles(out / "pubmed", columns=["abstract"])
+    articles = read_articles(out / "store", columns=["abstract"])
     assert sorted(articles.column("pmid").to_pylist()) == sorted(expected)
     assert all(text for text in articles.column("abstract").to_pylist())
 
@@ -70,3 +68,10 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     assert sorted(img["src"] for img in visit.images) == sorted(plots)
     assert all(img["complete"] and img["width"] > 100 for img in visit.images), visit.images
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+    # a second run finds every step finished and leaves the outputs alone
+    stamp = report.stat().st_mtime_ns
+    again = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert again.stdout.count(", skipped") == 5 and "5 steps, 0 run, 5 already finished" in again.stdout
+    assert report.stat().st_mtime_ns == stamp

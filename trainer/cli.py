@@ -92,9 +92,6 @@ def splits(
     valid_fraction: Annotated[float | None, typer.Option(help="Share of question ids held out for valid.")] = None,
     augment: Annotated[str | None, typer.Option(help="Augmented classes: rare, all or none.")] = None,
     retrieve_k: Annotated[int | None, typer.Option(help="Chunks retrieved per question.")] = None,
-    fetch_missing: Annotated[
-        bool | None, typer.Option("--fetch-missing/--no-fetch-missing", help="Fetch missing documents online.")
-    ] = None,
     store: Annotated[Path | None, typer.Option(help="Article store that fetched documents are written to.")] = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
@@ -117,7 +114,6 @@ def splits(
                 "valid_fraction": valid_fraction,
                 "augment": augment,
                 "retrieve_k": retrieve_k,
-                "fetch_missing": fetch_missing,
                 "store": store,
                 "seed": seed,
             },
@@ -161,6 +157,10 @@ def fit(
         typer.Option(help="none, or lexical: average with the TF-IDF classifier (weights chosen on valid)."),
     ] = None,
     eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
+    report_to: Annotated[
+        str | None,
+        typer.Option("--report-to", help="none, or tensorboard: event files in <out>/tensorboard [default: none]."),
+    ] = None,
     resume: Annotated[
         bool | None, typer.Option("--resume/--no-resume", help="Resume from the last checkpoint.")
     ] = None,
@@ -193,6 +193,7 @@ def fit(
                 "early_stopping_patience": patience,
                 "ensemble": ensemble,
                 "eval_steps": eval_steps,
+                "report_to": report_to,
                 "resume": resume,
                 "seed": seed,
             },

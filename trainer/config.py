@@ -44,14 +44,6 @@ class TrainerConfig(StageConfig):
     store: ConfigPath | None = Field(
         default=None, description="Article store that documents fetched online are written to (None: do not store)."
     )
-    fetch_missing: bool = Field(
-        default=False,
-        description="Fetch documents absent from the index through the E-utilities client (needs network); "
-        "offline they are only recorded in missing_pmids.json.",
-    )
-    eutils_url: str = Field(
-        default="https://eutils.ncbi.nlm.nih.gov/entrez/eutils/", description="E-utilities base URL for fetching."
-    )
     retrieve_k: int = Field(
         default=5, ge=0, le=100, description="Chunks retrieved per question from its own documents."
     )
@@ -144,6 +136,11 @@ class TrainerConfig(StageConfig):
     grad_accum: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
     warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0, description="Share of steps with linear warm-up.")
     weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
+    report_to: Literal["none", "tensorboard"] = Field(
+        default="none",
+        description="Where training logs go besides fit.json: none, or tensorboard (event files in "
+        "<out>/tensorboard; needs tensorboard or tensorboardX).",
+    )
     ensemble: Literal["none", "lexical"] = Field(
         default="none",
         description="lexical: answer with the model's calibrated P(yes) averaged with the TF-IDF classifier's, "
@@ -178,8 +175,6 @@ class TrainerConfig(StageConfig):
             )
         if "documents" in self.prompt_parts and self.retrieve_k == 0:
             raise ValueError("prompt_parts includes 'documents' but retrieve_k is 0; set retrieve_k >= 1")
-        if self.fetch_missing and (self.store is None or self.index is None):
-            raise ValueError("fetch_missing needs both store and index (fetched articles are stored, then indexed)")
         if self.rationale != "none" and self.head != "verbalizer":
             raise ValueError("rationale needs head = 'verbalizer' (a classifier head has no text target)")
         return self

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import resource
 import shutil
@@ -176,8 +177,48 @@ def save_adapter(model: Any, tokenizer: Any, run: Path) -> Path:
     return run / ADAPTER_DIR
 
 
-def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: bool, decoder: bool = False) -> Any:
-    """Trainer arguments; decoders get gradient checkpointing, paged 8-bit AdamW and bf16 on CUDA."""
+def optimiser_steps(cfg: TrainerConfig, train_examples: int) -> int:
+    """Optimiser steps the fit will take: ``max_steps`` when set, else epochs times the updates per epoch."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    batches = math.ceil(train_examples / cfg.batch_size)
+    per_epoch = max(math.ceil(batches / cfg.grad_accum), 1)
+    return math.ceil(cfg.epochs * per_epoch)
+
+
+def warmup_steps(cfg: TrainerConfig, train_examples: int) -> int:
+    """Integer warm-up steps, ``ceil(warmup_ratio * total steps)``.
+
+    Passed to the Trainer as a whole number of steps, which every transformers version
+    the pins allow reads the same way (a fraction there means a ratio only from 5.x on).
+    """
+    return math.ceil(cfg.warmup_ratio * optimiser_steps(cfg, train_examples))
+
+
+def tensorboard_callback(run: Path) -> Any:
+    """A Trainer callback writing TensorBoard event files to ``<run>/tensorboard``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        try:
+            from tensorboardX import SummaryWriter  # type: ignore[no-redef]
+        except ImportError:
+            raise TrainerError(
+                "report_to = 'tensorboard' needs tensorboard or tensorboardX: pip install tensorboardX, "
+                "or set report_to = 'none'"
+            ) from None
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(SummaryWriter(log_dir=str(run / "tensorboard")))
+
+
+def training_arguments(
+    cfg: TrainerConfig, run: Path, cuda: bool, has_valid: bool, decoder: bool = False, train_examples: int = 0
+) -> Any:
+    """Trainer arguments; decoders get gradient checkpointing, paged 8-bit AdamW and bf16 on CUDA.
+
+    Reporting integrations stay off here (``report_to=[]``): `fit` adds the TensorBoard
+    callback itself, so the event files land in the run folder on every version."""
     from transformers import TrainingArguments
 
     strategy = "no" if not has_valid else ("steps" if cfg.eval_steps else "epoch")
@@ -196,7 +237,7 @@ def training_arguments(cfg: TrainerConfig, run: Path, cuda: bool, has_valid: boo
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_ratio,
+        warmup_steps=warmup_steps(cfg, train_examples),
         weight_decay=cfg.weight_decay,
         lr_scheduler_type="linear",
         eval_strategy=strategy,
@@ -230,8 +271,11 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    cuda = has_cuda()
+    callbacks: list[Any] = []
     run = Path(cfg.out)
+    if cfg.report_to == "tensorboard":
+        callbacks.append(tensorboard_callback(run))
+    cuda = has_cuda()
     run.mkdir(parents=True, exist_ok=True)
     train_views = read_split(cfg.splits, "train")
     valid_views = read_split(cfg.splits, "valid") if (Path(cfg.splits) / "valid.parquet").is_file() else []
@@ -266,14 +310,13 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
         trainer_cls = make_trainer_class()
         metrics = compute_metrics
         extra["class_weights"] = weights
-    callbacks: list[Any] = []
     if valid_ds is not None and cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     if on_log is not None:
         callbacks.append(on_log)
     trainer = with_complete_checkpoints(trainer_cls)(
         model=model,
-        args=training_arguments(cfg, run, cuda, valid_ds is not None, decoder),
+        args=training_arguments(cfg, run, cuda, valid_ds is not None, decoder, len(train_ds)),
         train_dataset=train_ds,
         eval_dataset=valid_ds,
         data_collator=collator,

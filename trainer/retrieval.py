@@ -5,9 +5,10 @@ the hits, and which documents are indexed is looked up for the questions' PMIDs 
 or asked over HTTP when ``index_server`` names a running `indexer serve`. Memory: the
 questions and their hits, whatever the size of the index.
 
-Documents absent from the index are fetched through the crawler's E-utilities client when
-``fetch_missing`` is on (written to the store, index rebuilt); otherwise they are recorded
-as missing so the split report says how much context each question really had.
+Retrieval only reads: documents absent from the index are recorded as missing (the splits
+write them to ``missing_pmids.json``) so the split report says how much context each
+question really had. Fetching them is the crawler's job (`scrapy crawl pubmed`, then
+`indexer rebuild`; `pipeline run` chains the stages).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ class Retrieval:
     chunks: dict[str, list[Chunk]] = field(default_factory=dict)
     missing: dict[str, list[int]] = field(default_factory=dict)
     corpus: str | None = None
-    fetched: int = 0
 
     def summary(self) -> dict[str, Any]:
         with_ctx = sum(1 for c in self.chunks.values() if c)
@@ -51,27 +51,7 @@ class Retrieval:
             "questions": len(self.chunks),
             "questions_with_retrieved_context": with_ctx,
             "missing_documents": len({p for m in self.missing.values() for p in m}),
-            "fetched_documents": self.fetched,
         }
-
-
-def _fetch_into_store(pmids: list[int], cfg: TrainerConfig, manifest_model: str) -> int:
-    """Fetch ``pmids`` online, write them to the store and bring the index up to date; returns rows written."""
-    from crawler.client import fetch_pubmed_sync
-    from indexer.build import rebuild
-    from indexer.config import IndexerConfig
-    from store.writer import ArticleWriter
-
-    assert cfg.store is not None and cfg.index is not None
-    result = fetch_pubmed_sync(pmids, eutils_url=cfg.eutils_url)
-    with ArticleWriter(cfg.store) as writer:
-        writer.write_many(result.articles)
-    if result.articles:
-        rebuild(IndexerConfig(store=Path(cfg.store), index=Path(cfg.index), model=manifest_model))
-    log.info(
-        "fetched %d of %d missing documents (%d not returned)", len(result.articles), len(pmids), len(result.missing)
-    )
-    return len(result.articles)
 
 
 def _retrieve_from_server(questions: Sequence[Question], cfg: TrainerConfig, out: Retrieval) -> Retrieval:
@@ -118,11 +98,6 @@ def retrieve(questions: Sequence[Question], cfg: TrainerConfig) -> Retrieval:
         documents = {p for q in questions for p in q.documents}
         index = open_index(cfg.index)
         indexed = index.indexed(documents)
-        wanted = sorted(documents - indexed)
-        if wanted and cfg.fetch_missing:
-            out.fetched = _fetch_into_store(wanted, cfg, index.manifest.model)
-            index = open_index(cfg.index)
-            indexed = index.indexed(documents)
         out.corpus = f"{cfg.index} ({index.manifest.n_articles} articles, model {index.manifest.model})"
         asked = [q for q in questions if indexed.intersection(q.documents)]
         if asked:

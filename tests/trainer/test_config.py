@@ -25,7 +25,6 @@ def test_defaults_are_qlora_all_linear() -> None:
         ({"lora_dropout": 1.5}, "lora_dropout"),
         ({"quant": "int3"}, "quant"),
         ({"test_fraction": 0.6, "valid_fraction": 0.5}, "test_fraction + valid_fraction"),
-        ({"fetch_missing": True}, "fetch_missing needs both store and index"),
         ({"learning_rate": 0}, "learning_rate"),
         ({"batch_size": 0}, "batch_size"),
         ({"augment": "sometimes"}, "augment"),

@@ -1,0 +1,5 @@
+"""``python -m pipeline``: the same as the ``pipeline`` console script."""
+
+from pipeline.cli import main
+
+main()
