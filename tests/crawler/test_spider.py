@@ -7,8 +7,8 @@ from pathlib import Path
 
 from crawl_helpers import raw_pmids, summary, write_ids
 
-from crawler.local_eutils import synthetic_pmids
-from crawler.pubmed_xml import parse_efetch
+from devtools.local_eutils import synthetic_pmids
+from eutils.pubmed_xml import parse_efetch
 from store.reader import read_articles, stored_pmids
 
 UNKNOWN = [99999901, 99999902, 99999903]

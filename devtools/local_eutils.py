@@ -37,7 +37,7 @@ Misbehaviour, per server:
 - ``jitter=S``: every request waits a random 0-S seconds before the server reads it (and
   logs its arrival and counts it against ``rate_limit``), like a jittery network.
 - ``redirect_to=URL``: every E-utilities request is answered ``307`` to ``URL`` plus
-  its path and query (see `crawler.local_recorder` for a server that records what
+  its path and query (see `devtools.local_recorder` for a server that records what
   reaches it).
 
 Use from Python (the server runs on its own thread and event loop)::
@@ -47,7 +47,7 @@ Use from Python (the server runs on its own thread and event loop)::
         server.requests()     # list[LoggedRequest]: time, endpoint, ids, status, fault
         server.rate_limited   # 429s served by the rate limit
 
-or from a shell: ``python -m crawler.local_eutils --port 8089 --articles tests/data/pubmed``.
+or from a shell: ``python -m devtools.local_eutils --port 8089 --articles tests/data/pubmed``.
 Only loopback addresses are ever bound. Where allowed, the server thread runs at a raised
 priority (nice -10), so that a busy machine does not distort the arrival times it logs.
 """
