@@ -75,6 +75,8 @@ import typer
 from aiohttp import web
 from lxml import etree
 
+from eutils import policy
+
 log = logging.getLogger(__name__)
 
 FAULT_KINDS = (
@@ -108,7 +110,7 @@ def gzip_bomb() -> bytes:
     return _bomb
 
 
-ESEARCH_LIMIT = 9999
+ESEARCH_LIMIT = policy.ESEARCH_LIMIT
 BASE_PATH = "/entrez/eutils"
 
 _HEAD = (
