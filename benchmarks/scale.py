@@ -2,7 +2,7 @@
 
 Part 1, crawl: request rate of 1, 2 and 4 crawl workers sharing one Redis rate limit.
 
-A local E-utilities server (crawler.local_eutils) allows ``--rate`` requests/second
+A local E-utilities server (devtools.local_eutils) allows ``--rate`` requests/second
 (429 above it). For each worker count, that many ``scrapy crawl pubmed -s
 PUBMED_REDIS_URL=...`` processes share one job; the rate achieved is measured at the
 server (requests between the first and the last arrival, process start-up excluded) and
@@ -39,7 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from crawler.local_eutils import LocalEutils, load_records, max_in_any_window, synthetic_pmids  # noqa: E402
+from devtools.local_eutils import LocalEutils, load_records, max_in_any_window, synthetic_pmids  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from cpu_hog import cpu_hog  # noqa: E402

@@ -186,7 +186,7 @@ def _download(
 ) -> None:
     from crawler import settings  # the E-utilities identity: one tool name and email for every request to NCBI
     from crawler.baseline_download import DownloadOptions, download_and_load
-    from crawler.baseline_fetch import Identity
+    from eutils.request import Identity
 
     options = DownloadOptions(
         identity=Identity(settings.PUBMED_TOOL, settings.NCBI_EMAIL if email is None else email),

@@ -42,7 +42,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from crawler.baseline_fetch import Downloaded, Fetcher, Identity, Stopped
+from crawler.baseline_fetch import Downloaded, Fetcher, Stopped
 from crawler.baseline_listing import (
     BASELINE,
     DEFAULT_BASE_URL,
@@ -53,6 +53,7 @@ from crawler.baseline_listing import (
     since_filter,
 )
 from crawler.baseline_load import LOADED_DIR, BaselineError, Loader, load_file
+from eutils.request import Identity
 
 log = logging.getLogger(__name__)
 

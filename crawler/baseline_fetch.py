@@ -17,12 +17,10 @@ at most 1 MiB in hand per download; thread-safe, one connection per call.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
 import os
-import random
 import re
 import threading
 import urllib.error
@@ -35,6 +33,8 @@ from typing import TypeVar
 
 from crawler.baseline_listing import RemoteFile
 from crawler.baseline_load import BaselineError, md5_from_text
+from eutils import policy
+from eutils.request import Identity
 from store.atomic import TEMP_PREFIX, atomic_write_text, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ T = TypeVar("T")
 
 READ_SIZE = 1 << 20
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class DownloadError(BaselineError):
@@ -59,27 +58,6 @@ class _Transient(Exception):
     def __init__(self, why: str, retry_after: float | None = None) -> None:
         super().__init__(why)
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who is asking: the same tool name and email the E-utilities requests carry."""
-
-    tool: str
-    email: str = ""
-
-    def url(self, url: str) -> str:
-        params = {k: v for k, v in (("tool", self.tool), ("email", self.email)) if v}
-        if not params:
-            return url
-        sep = "&" if urllib.parse.urlsplit(url).query else "?"
-        return url + sep + urllib.parse.urlencode(params)
-
-    def headers(self) -> dict[str, str]:
-        headers = {"User-Agent": f"{self.tool} (baseline download)"}
-        if self.email:
-            headers["From"] = self.email
-        return headers
 
 
 @dataclass
@@ -119,14 +97,17 @@ class Fetcher:
     # ------------------------------------------------------------------ HTTP
 
     def _open(self, url: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
-        request = urllib.request.Request(self.identity.url(url), headers={**self.identity.headers(), **(headers or {})})
+        request = urllib.request.Request(
+            self.identity.query_url(url), headers={**self.identity.headers("baseline download"), **(headers or {})}
+        )
         try:
             answer: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310
             return answer
         except urllib.error.HTTPError as exc:
             exc.close()
-            if exc.code in _RETRY_STATUSES:
-                raise _Transient(f"HTTP {exc.code}", _retry_after(exc.headers.get("Retry-After"))) from None
+            if policy.is_retryable(exc.code):
+                wait = policy.retry_after_seconds(exc.headers.get("Retry-After"))
+                raise _Transient(f"HTTP {exc.code}", wait) from None
             if exc.code == 416:
                 raise
             raise DownloadError(f"{_name(url)}: HTTP {exc.code} {exc.reason} at {url}") from None
@@ -146,7 +127,7 @@ class Fetcher:
                     raise DownloadError(f"{what}: {exc} (gave up after {self.retries} retries)") from None
                 wait = exc.retry_after
                 if wait is None:
-                    wait = min(30.0, self.backoff * 2 ** (used[0] - 1)) * (0.5 + random.random() / 2)
+                    wait = policy.backoff_delay(used[0], self.backoff)
                 log.info("%s: %s; retry %d/%d in %.1f s", what, exc, used[0], self.retries, wait)
                 if self.stop.wait(wait):
                     raise Stopped(what) from None
@@ -294,12 +275,6 @@ def _file_md5(path: Path) -> str:
 def _total(content_range: str | None) -> int | None:
     if content_range and (match := re.match(r"^bytes \*/(\d+)$", content_range.strip())):
         return int(match.group(1))
-    return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, float(value))  # type: ignore[arg-type]
     return None
 
 

@@ -1,7 +1,7 @@
 """Loads PubMed annual baseline and daily update files into the article store.
 
 `load_files` (``python -m crawler.baseline FILES...``) streams each
-``pubmedYYnNNNN.xml.gz`` (or plain ``.xml``) through `crawler.pubmed_xml`, so memory
+``pubmedYYnNNNN.xml.gz`` (or plain ``.xml``) through `eutils.pubmed_xml`, so memory
 stays flat however big the file, and applies its ``DeleteCitation`` PMIDs as deletions.
 
 Files are loaded in the order given, each one all-or-nothing:
@@ -39,7 +39,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from crawler.pubmed_xml import Article, iter_pubmed_records
+from eutils.pubmed_xml import Article, iter_pubmed_records
 from store.atomic import atomic_write_json, fsync_dir
 from store.writer import ARTICLES_DIR, DELETIONS_DIR, ArticleWriter
 

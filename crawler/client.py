@@ -6,7 +6,7 @@ its measured margin against jitter, paused after a 429 for its ``Retry-After``, 
 at ``retry_after_max``), retries transient failures with backoff (tenacity: 429, 5xx,
 timeouts, dropped connections, truncated or malformed XML, error documents inside HTTP
 200), counts the records of every batch, asks once more for the PMIDs a batch lacked,
-and reports the rest as missing. Records are parsed by `crawler.pubmed_xml`, exactly as
+and reports the rest as missing. Records are parsed by `eutils.pubmed_xml`, exactly as
 the spider and the baseline loader parse them. Records of PMIDs the batch did not ask
 for are dropped; a record whose PMID is out of bounds makes the answer unusable.
 
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,17 +30,15 @@ from typing import Any
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from crawler.eutils_responses import EutilsError
-from crawler.pubmed_xml import MalformedXMLError, parse_efetch
-from crawler.ratelimit import RATE_LIMIT_MAX, RETRY_AFTER_MAX_S, LocalRateLimiter, bounded_header
+from crawler.ratelimit import RATE_LIMIT_MAX, LocalRateLimiter, bounded_header
+from eutils import policy
+from eutils.pubmed_xml import MalformedXMLError, parse_efetch
+from eutils.request import Identity, efetch_form, endpoint, redact
+from eutils.responses import EutilsError
 from store.schema import check_pmid
 
 log = logging.getLogger(__name__)
 
-NCBI_EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
-DEFAULT_TOOL = "pubmed-pipeline"
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-MAX_BYTES = 32 * 1024 * 1024  # a 200-PMID answer is about 1 MB
 _READ_CHUNK = 1 << 16
 
 
@@ -77,18 +73,18 @@ class _Fetcher:
         url: str,
         *,
         rate: float,
-        form: dict[str, str],
+        identity: Identity,
         max_attempts: int,
         backoff: float,
-        retry_after_max: float = RETRY_AFTER_MAX_S,
-        max_bytes: int = MAX_BYTES,
+        retry_after_max: float = policy.RETRY_AFTER_MAX_S,
+        max_bytes: int = policy.MAX_BODY_BYTES,
     ) -> None:
         self.session = session
         self.url = url
         self.limiter = LocalRateLimiter(rate, retry_after_max=retry_after_max)
         self.retry_after_max = retry_after_max
         self.max_bytes = max_bytes
-        self.form = form
+        self.identity = identity
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.retries = 0
@@ -97,24 +93,24 @@ class _Fetcher:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientHTTPError) and exc.retry_after is not None:
             return 0.0 if exc.status == 429 else exc.retry_after  # after a 429 the limiter holds every request
-        return min(30.0, self.backoff * 2 ** (state.attempt_number - 1)) * (0.5 + random.random() / 2)
+        return policy.backoff_delay(state.attempt_number, self.backoff)
 
     def _before_sleep(self, state: RetryCallState) -> None:
         self.retries += 1
         exc = state.outcome.exception() if state.outcome else None
-        log.info("efetch attempt %d failed (%s); retrying", state.attempt_number, exc)
+        log.info("efetch attempt %d failed (%s); retrying", state.attempt_number, redact(str(exc)))
 
     async def _post(self, ids: Sequence[int]) -> bytes:
         sent_at = await self.limiter.acquire()
-        data = {**self.form, "id": ",".join(map(str, ids))}
-        async with self.session.post(f"{self.url}/efetch.fcgi", data=data, allow_redirects=False) as response:
+        data = efetch_form(ids, self.identity)
+        async with self.session.post(endpoint(self.url, "efetch"), data=data, allow_redirects=False) as response:
             headers = response.headers
             if 300 <= response.status < 400:
                 location = headers.get("Location", "")[:300]
                 log.warning("efetch answered HTTP %d redirecting to %r: not followed", response.status, location)
                 raise FetchError(f"efetch answered HTTP {response.status} redirecting to {location!r}: refused")
-            if response.status in _RETRY_STATUSES:
-                wait = bounded_header("Retry-After", headers.get("Retry-After"), 0.0, self.retry_after_max)
+            if policy.is_retryable(response.status):
+                wait = policy.retry_after_seconds(headers.get("Retry-After"), self.retry_after_max)
                 if response.status == 429:
                     self.limiter.penalise(wait)
                 raise TransientHTTPError(response.status, wait)
@@ -194,18 +190,18 @@ def _unique(pmids: Iterable[int | str]) -> list[int]:
 async def fetch_pubmed(
     pmids: Iterable[int | str],
     *,
-    eutils_url: str = NCBI_EUTILS,
+    eutils_url: str = policy.EUTILS_URL,
     rate: float | None = None,
-    batch_size: int = 200,
+    batch_size: int = policy.BATCH_SIZE,
     email: str | None = None,
-    tool: str = DEFAULT_TOOL,
+    tool: str = policy.TOOL,
     api_key: str | None = None,
     timeout: float = 30,
     max_attempts: int = 6,
-    backoff: float = 0.5,
+    backoff: float = policy.BACKOFF_BASE_S,
     concurrency: int = 4,
-    retry_after_max: float = RETRY_AFTER_MAX_S,
-    max_bytes: int = MAX_BYTES,
+    retry_after_max: float = policy.RETRY_AFTER_MAX_S,
+    max_bytes: int = policy.MAX_BODY_BYTES,
 ) -> FetchResult:
     """Fetch ``pmids`` with batched efetch POSTs and parse them into store article rows.
 
@@ -220,28 +216,23 @@ async def fetch_pubmed(
     ids = _unique(pmids)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    key = api_key if api_key is not None else os.environ.get("NCBI_API_KEY") or None
+    identity = Identity(tool, email or "", api_key if api_key is not None else policy.api_key_from_env())
     if rate is None:
-        rate = 10.0 if key else 3.0
+        rate = identity.rate
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
-    form = {"db": "pubmed", "retmode": "xml", "tool": tool}
-    if email:
-        form["email"] = email
-    if key:
-        form["api_key"] = key
     result = FetchResult()
     if not ids:
         return result
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
     started = time.perf_counter()
     client_timeout = aiohttp.ClientTimeout(total=timeout)
-    async with aiohttp.ClientSession(timeout=client_timeout, headers={"User-Agent": f"{tool} (aiohttp)"}) as session:
+    async with aiohttp.ClientSession(timeout=client_timeout, headers=identity.headers("aiohttp")) as session:
         fetcher = _Fetcher(
             session,
-            eutils_url.rstrip("/"),
+            eutils_url,
             rate=rate,
-            form=form,
+            identity=identity,
             max_attempts=max_attempts,
             backoff=backoff,
             retry_after_max=retry_after_max,

@@ -2,8 +2,9 @@
 
 `EutilsRetryMiddleware` (downloader) replaces Scrapy's ``RetryMiddleware``: 429, 5xx,
 timeouts and dropped connections are retried up to ``RETRY_TIMES`` times, each retry
-delayed by exponential backoff (``PUBMED_RETRY_BACKOFF`` * 2**(n-1), capped at
-``PUBMED_RETRY_BACKOFF_MAX``; for a 429 the rate limiter's pause applies instead).
+delayed by the policy's jittered exponential backoff (`eutils.policy.backoff_delay` from
+``PUBMED_RETRY_BACKOFF``, capped at ``PUBMED_RETRY_BACKOFF_MAX``; for a 429 the rate
+limiter's pause applies instead).
 `ParseErrorRetryMiddleware` (spider) does the same for answers that arrived with HTTP
 200 but cannot be used: truncated or malformed XML (`MalformedXMLError`) and error
 documents (`EutilsError`), and a parser that ran out of stack (`RecursionError`). Any
@@ -25,8 +26,9 @@ from scrapy.downloadermiddlewares.retry import RetryMiddleware, get_retry_reques
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.response import response_status_message
 
-from crawler.eutils_responses import EutilsError
-from crawler.pubmed_xml import MalformedXMLError
+from eutils.policy import backoff_delay
+from eutils.pubmed_xml import MalformedXMLError
+from eutils.responses import EutilsError
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -35,11 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BODY_ERRORS = (MalformedXMLError, EutilsError, RecursionError)
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): base, 2*base, 4*base... up to cap."""
-    return min(cap, base * 2 ** max(0, attempt - 1))
 
 
 def _with_backoff(crawler: Crawler, request: Request, retry: Request, *, pause: bool = True) -> Request:

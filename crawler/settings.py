@@ -5,7 +5,7 @@ pace: Scrapy may keep enough requests in flight to fill every slot the limiter g
 The NCBI API key is read from the ``NCBI_API_KEY`` environment variable only.
 """
 
-import os
+from eutils import policy
 
 BOT_NAME = "pubmed"
 SPIDER_MODULES = ["crawler.spiders"]
@@ -13,18 +13,18 @@ NEWSPIDER_MODULE = "crawler.spiders"
 COMMANDS_MODULE = "crawler.commands"
 
 # E-utilities endpoint and identification (NCBI asks for tool and email).
-PUBMED_EUTILS_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
-PUBMED_TOOL = "pubmed-pipeline"
-NCBI_EMAIL = os.environ.get("NCBI_EMAIL", "")
+PUBMED_EUTILS_URL = policy.EUTILS_URL
+PUBMED_TOOL = policy.TOOL
+NCBI_EMAIL = policy.email_from_env()
 
 # Output store (a folder; see store/).
 PUBMED_STORE = "data/pubmed"
 
 # Requests per second for the whole crawl: NCBI allows 3, or 10 with an API key.
-PUBMED_RATE = 10.0 if os.environ.get("NCBI_API_KEY") else 3.0
+PUBMED_RATE = policy.default_rate(policy.api_key_from_env())
 PUBMED_RATE_MARGIN = 0.02  # seconds of grant-to-arrival jitter always allowed for, besides what is measured
 PUBMED_RATE_MARGIN_MAX = 0.25  # the measured margin never grows past this (the crawl then runs at 1/1.25 the rate)
-PUBMED_RETRY_AFTER_MAX = 60.0  # a server's Retry-After (or X-RateLimit wish) is capped at this many seconds
+PUBMED_RETRY_AFTER_MAX = policy.RETRY_AFTER_MAX_S  # seconds a Retry-After (or X-RateLimit wish) is capped at
 PUBMED_RATE_COLD_ALLOWANCE = 0.1  # seconds a request after a quiet spell (new connection) may arrive late
 PUBMED_RATE_LIMITER = "crawler.ratelimit.LocalRateLimiter"
 
@@ -40,7 +40,7 @@ PUBMED_REDIS_COLD_ALLOWANCE = 0.2  # seconds a process's first request (new conn
 PUBMED_REDIS_RATE_MARGIN = 0.03  # seconds added to the shared 1-second window against grant-to-arrival jitter
 
 # efetch batching and re-requests of PMIDs an answer lacked.
-PUBMED_BATCH_SIZE = 200
+PUBMED_BATCH_SIZE = policy.BATCH_SIZE
 PUBMED_FETCH_ROUNDS = 3  # the first request plus re-requests in halved batches
 PUBMED_MAX_PMID = 99_999_999  # upper end of the PMID range that large queries are split over
 PUBMED_ESEARCH_MAX_SPLITS = 20_000  # a query needing more PMID-range splits fails with a clear error
@@ -57,15 +57,15 @@ PUBMED_MISSING_SHOWN = 20  # PMIDs listed per kind in the summary line; all go t
 # Scrapy's stats dump (30 lines) only with `scrapy crawl --stats` or -s LOG_LEVEL=DEBUG (crawler/commands/crawl.py).
 STATS_DUMP = False
 
-# Retries: bounded attempts with exponential backoff.
+# Retries: bounded attempts with the policy's jittered exponential backoff (eutils.policy).
 RETRY_ENABLED = True
 RETRY_TIMES = 5
-RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 408, 522, 524]
-PUBMED_RETRY_BACKOFF = 0.5
-PUBMED_RETRY_BACKOFF_MAX = 30.0
+RETRY_HTTP_CODES = list(policy.RETRY_STATUSES)
+PUBMED_RETRY_BACKOFF = policy.BACKOFF_BASE_S
+PUBMED_RETRY_BACKOFF_MAX = policy.BACKOFF_MAX_S
 DOWNLOAD_TIMEOUT = 60
 # A 200-PMID efetch answer is about 1 MB: anything past 32 MiB (compressed or unpacked) is a failed request.
-DOWNLOAD_MAXSIZE = 32 * 1024 * 1024
+DOWNLOAD_MAXSIZE = policy.MAX_BODY_BYTES
 DOWNLOAD_WARNSIZE = 8 * 1024 * 1024
 
 # The limiter sets the pace: no Scrapy delays, no AutoThrottle, no randomized delay.

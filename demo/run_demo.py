@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crawler.local_eutils import LocalEutils, load_records  # noqa: E402
 from demo.pubmedqa_xml import build  # noqa: E402
+from devtools.local_eutils import LocalEutils, load_records  # noqa: E402
 from store.atomic import atomic_write_bytes  # noqa: E402
 
 RUN_NAME = "demo"

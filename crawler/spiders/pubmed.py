@@ -46,10 +46,11 @@ import scrapy
 from scrapy.http import FormRequest, Request, Response
 from twisted.python.failure import Failure
 
-from crawler.eutils_responses import bioasq_pmids, parse_esearch, parse_pmid_line
 from crawler.pipelines import DeletedPmids
-from crawler.pubmed_xml import parse_efetch
 from crawler.query_dates import DATE_ARGS, date_filters
+from eutils.inputs import bioasq_pmids, parse_pmid_line
+from eutils.pubmed_xml import parse_efetch
+from eutils.responses import parse_esearch
 from store.reader import StoreError, stored_pmids
 
 log = logging.getLogger(__name__)

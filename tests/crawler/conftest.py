@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from crawl_helpers import FIXTURES, REPO, crawl_command, crawl_env
 
-from crawler.local_eutils import LocalEutils, load_records
+from devtools.local_eutils import LocalEutils, load_records
 
 
 @pytest.fixture(scope="session")

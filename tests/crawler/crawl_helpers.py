@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from crawler.local_eutils import LocalEutils
+from devtools.local_eutils import LocalEutils
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "data" / "pubmed"

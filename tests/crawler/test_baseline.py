@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from crawler.baseline import BaselineError, app, load_file, load_files
-from crawler.pubmed_xml import MalformedXMLError
+from eutils.pubmed_xml import MalformedXMLError
 from store.reader import deleted_pmids, iter_parts, read_articles, stored_pmids
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pubmed"

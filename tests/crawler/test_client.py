@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crawler.client import FetchError, fetch_pubmed, fetch_pubmed_sync
-from crawler.local_eutils import LocalEutils, load_records, max_in_any_window
+from devtools.local_eutils import LocalEutils, load_records, max_in_any_window
 from store.schema import validate_article
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pubmed"
@@ -132,7 +132,7 @@ def test_async_api_and_bad_arguments(server: LocalEutils) -> None:
 
 
 def test_a_redirect_is_refused_and_nothing_reaches_its_target(records: dict[int, bytes]) -> None:
-    from crawler.local_recorder import LocalRecorder
+    from devtools.local_recorder import LocalRecorder
 
     with LocalRecorder() as target, LocalEutils(records, redirect_to=target.url) as server:
         with pytest.raises(FetchError, match=r"HTTP 307 redirecting to 'http://127\.0\.0\.1:\d+/entrez/eutils/efetch"):

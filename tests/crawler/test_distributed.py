@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from crawl_helpers import REPO, crawl_command, crawl_env, raw_pmids, write_ids
 
-from crawler.local_eutils import LocalEutils, max_in_any_window, synthetic_pmids
+from devtools.local_eutils import LocalEutils, max_in_any_window, synthetic_pmids
 from store.reader import read_articles
 
 RATE = 3

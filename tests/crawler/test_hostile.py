@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from crawl_helpers import raw_pmids, summary, write_ids
 
-from crawler.local_eutils import max_in_any_window
-from crawler.local_recorder import LocalRecorder
 from crawler.spiders.pubmed import InputError, check_arguments
+from devtools.local_eutils import max_in_any_window
+from devtools.local_recorder import LocalRecorder
 
 SECRET = "k3y-that-must-stay-home"
 

@@ -11,9 +11,9 @@ import urllib.request
 
 import pytest
 
-from crawler.eutils_responses import EutilsError, parse_esearch
-from crawler.local_eutils import LocalEutils
-from crawler.pubmed_xml import MalformedXMLError, parse_efetch
+from devtools.local_eutils import LocalEutils
+from eutils.pubmed_xml import MalformedXMLError, parse_efetch
+from eutils.responses import EutilsError, parse_esearch
 
 
 def call(

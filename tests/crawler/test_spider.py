@@ -7,9 +7,12 @@ from pathlib import Path
 
 from crawl_helpers import raw_pmids, summary, write_ids
 
-from crawler.local_eutils import synthetic_pmids
-from crawler.pubmed_xml import parse_efetch
+from devtools.local_eutils import synthetic_pmids
+from eutils.inputs import bioasq_pmids
+from eutils.pubmed_xml import parse_efetch
 from store.reader import read_articles, stored_pmids
+
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 
 UNKNOWN = [99999901, 99999902, 99999903]
 
@@ -81,6 +84,22 @@ def test_bioasq_file_fetches_documents_and_snippet_documents(eutils, crawl, reco
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(raw_pmids(store)) == pmids
+
+
+def test_bioasq_2024_file_with_new_site_urls_fetches_every_cited_pmid(eutils, crawl, records, tmp_path):
+    # 2024+ BioASQ files cite https://pubmed.ncbi.nlm.nih.gov/N/; list and summary questions count
+    # too, and a snippet without a document adds no PMID.
+    bioasq = REPO_DATA / "bioasq" / "yesno-2024.json"
+    cited = bioasq_pmids(bioasq)
+    assert set(cited) <= set(records)
+    server = eutils()
+    store = tmp_path / "store"
+
+    done = crawl(server, f"bioasq={bioasq}", store=store)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(raw_pmids(store)) == sorted(cited)
+    assert summary(store)["requested"] == len(cited) == 17
 
 
 def test_query_above_9999_hits_is_split_by_pmid_range_and_checked_against_count(eutils, crawl, tmp_path):

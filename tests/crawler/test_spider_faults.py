@@ -8,7 +8,7 @@ import time
 
 from crawl_helpers import REPO, crawl_command, crawl_env, raw_pmids, summary, write_ids
 
-from crawler.local_eutils import LocalEutils, max_in_any_window, synthetic_pmids
+from devtools.local_eutils import LocalEutils, max_in_any_window, synthetic_pmids
 
 
 def test_injected_429_pauses_for_retry_after_and_the_rate_is_never_exceeded(eutils, crawl, records, tmp_path):

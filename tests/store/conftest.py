@@ -97,7 +97,7 @@ def build_mixed_store(store: Path, seed: int = 7, n: int = 1_500, spread: int = 
 def build_real_store(store: Path, tmp: Path) -> Path:
     """Real baseline update files (articles and DeleteCitations), then efetch re-fetches."""
     from crawler.baseline import load_files
-    from crawler.pubmed_xml import parse_efetch
+    from eutils.pubmed_xml import parse_efetch
 
     folder = tmp / "ftp"
     folder.mkdir(parents=True, exist_ok=True)

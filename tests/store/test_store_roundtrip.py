@@ -22,7 +22,7 @@ PUBMED = Path(__file__).resolve().parents[1] / "data" / "pubmed"
 
 
 def _real_records(name: str) -> list[dict]:
-    from crawler.pubmed_xml import parse_efetch
+    from eutils.pubmed_xml import parse_efetch
 
     return parse_efetch((PUBMED / name).read_bytes()).articles
 

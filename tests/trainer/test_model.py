@@ -55,3 +55,14 @@ def test_class_weights_over_the_whole_split() -> None:
     assert class_weights(labels, penalty=2.0) == pytest.approx([4.0, 40 / 60])  # rare class times penalty
     # computed from the whole split, not a batch: the first 16 labels alone would give other weights
     assert class_weights(labels[:16]) != class_weights(labels)
+
+
+def test_packaged_model_names_are_the_indexers() -> None:
+    from indexer.embedding import PACKAGED_MODEL_IDS, resolve_model
+    from trainer.config import TrainerConfig
+    from trainer.model import resolve_model_path
+
+    assert TrainerConfig().model in PACKAGED_MODEL_IDS
+    for name in PACKAGED_MODEL_IDS:
+        assert resolve_model_path(name) == resolve_model(name)[1]
+    assert resolve_model_path("some/hub-id") == "some/hub-id"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,3 +101,57 @@ def test_pubmedqa_malformed_named() -> None:
     data["111"] = {"QUESTION": "Q?", "CONTEXTS": [], "final_decision": "yes"}
     with pytest.raises(QuestionFileError, match="field 'CONTEXTS'"):
         parse_pubmedqa(data)
+
+
+BIOASQ_2024 = Path(__file__).resolve().parents[1] / "data" / "bioasq" / "yesno-2024.json"
+
+
+def _old_site_copy(out: Path) -> Path:
+    text = BIOASQ_2024.read_text(encoding="utf-8")
+    text = text.replace('"https://pubmed.ncbi.nlm.nih.gov/', '"http://www.ncbi.nlm.nih.gov/pubmed/').replace('/"', '"')
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def test_bioasq_2024_file_loads_with_new_and_old_site_urls(tmp_path: Path) -> None:
+    questions = load_bioasq(BIOASQ_2024)
+    assert len(questions) == 12 and {q.answer for q in questions} == {"yes", "no"}
+    assert questions[0].documents == (29768149, 31687927)
+    assert [s.pmid for s in questions[0].snippets] == [29768149, 31687927]
+    assert questions[0].ideal_answer.startswith("Yes. ")
+    assert load_bioasq(_old_site_copy(tmp_path / "old.json")) == questions
+
+
+def test_snippet_without_document_is_kept_without_pmid() -> None:
+    data = synthetic_questions(2, 1)
+    del data["questions"][1]["snippets"][0]["document"]
+    snippets = parse_bioasq(data)[1].snippets
+    assert snippets[0].pmid is None and snippets[1].pmid == 900003
+
+
+def test_trainer_splits_takes_the_2024_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+    from trainer.splits import read_split
+
+    monkeypatch.chdir(tmp_path)
+    for name, path in (("new", BIOASQ_2024), ("old", _old_site_copy(tmp_path / "old.json"))):
+        out = tmp_path / name
+        result = CliRunner().invoke(app, ["splits", "--bioasq", str(path), "--out", str(out), "--index", "none-here"])
+        assert result.exit_code == 0, result.output
+        views = [v for split in ("train", "valid", "test") for v in read_split(out, split)]
+        assert {v.question_id for v in views} == {q.id for q in load_bioasq(BIOASQ_2024)}
+
+
+def test_trainer_eval_takes_the_2024_file(tiny_run: tuple[Any, Any], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    cfg, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(cfg.out, run)
+    result = CliRunner().invoke(app, ["eval", "--run", str(run), "--bioasq", str(BIOASQ_2024)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "metrics.json").read_text())["questions"] == 12

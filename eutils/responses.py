@@ -1,31 +1,28 @@
-"""Small E-utilities responses: error bodies inside HTTP 200, esearch results, PMID inputs.
+"""Checks of E-utilities answers: error bodies inside HTTP 200, and esearch results.
 
 NCBI reports many failures with status 200 and an error document as the body
 (``<ERROR>...</ERROR>``, ``<eFetchResult><ERROR>``, an ``eSearchResult`` whose ``ErrorList``
 comes without results, or JSON ``{"error": ...}``). `check_error_body` turns those into
-`EutilsError` so callers can retry them like any other failure. The module also parses
-esearch answers and the PMID inputs of a crawl (PMID/URL lines, BioASQ JSON files).
+`EutilsError` so callers can retry them like any other failure. `parse_esearch` reads
+an esearch answer (XML or JSON). Bodies are checked from their head; only small error and
+esearch documents are parsed whole, so a large efetch body costs no extra memory here.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from lxml import etree
 
-from store.schema import PMID_MAX, check_pmid, parse_pmid
+from store.schema import check_pmid, parse_pmid
 
 __all__ = [
     "EsearchResult",
     "EutilsError",
-    "bioasq_pmids",
     "check_error_body",
     "parse_esearch",
-    "parse_pmid_line",
 ]
 
 # Root elements of documents that carry PubMed records; they never hold an error element.
@@ -198,73 +195,3 @@ def _parse_esearch_json(body: bytes) -> EsearchResult:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise EutilsError(f"unexpected esearch JSON: {exc}") from None
-
-
-_PMID_LINE = re.compile(
-    r"^(?:(?:https?://)?(?:www\.)?(?:ncbi\.nlm\.nih\.gov/pubmed|pubmed\.ncbi\.nlm\.nih\.gov)/)?"
-    r"(\d{1,10})/?(?:[?#].*)?$",
-    re.I,
-)
-
-
-def parse_pmid_line(line: str) -> int | None:
-    """The PMID on one input line: a bare number or a PubMed URL (old or new site).
-
-    Blank lines and ``#`` comments give None; anything else raises ValueError naming the text.
-    """
-    text = line.strip()
-    if not text or text.startswith("#"):
-        return None
-    match = _PMID_LINE.match(text)
-    try:
-        return parse_pmid(match.group(1)) if match else parse_pmid("")
-    except ValueError:
-        raise ValueError(f"not a PMID or PubMed URL: {text!r}") from None
-
-
-def _pmid_from_document(value: Any, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= PMID_MAX:
-        return value
-    if isinstance(value, str):
-        try:
-            pmid = parse_pmid_line(value)
-        except ValueError:
-            pmid = None
-        if pmid is not None:
-            return pmid
-    raise ValueError(f"{where}: not a PMID or PubMed URL: {value!r}")
-
-
-def bioasq_pmids(path: str | os.PathLike[str]) -> list[int]:
-    """Every PMID a BioASQ JSON file cites, de-duplicated, in first-seen order.
-
-    Reads each question's ``documents`` list and its snippets' ``document`` fields.
-    A malformed file raises ValueError naming the file, question index and field.
-    """
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as handle:
-            doc = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{name}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
-    questions = doc.get("questions") if isinstance(doc, dict) else None
-    if not isinstance(questions, list):
-        raise ValueError(f"{name}: expected an object with a 'questions' list")
-    seen: dict[int, None] = {}
-    for i, question in enumerate(questions):
-        where = f"{name}: questions[{i}]"
-        if not isinstance(question, dict):
-            raise ValueError(f"{where}: expected an object, got {type(question).__name__}")
-        documents = question.get("documents", [])
-        if not isinstance(documents, list):
-            raise ValueError(f"{where}.documents: expected a list, got {type(documents).__name__}")
-        for j, url in enumerate(documents):
-            seen.setdefault(_pmid_from_document(url, f"{where}.documents[{j}]"), None)
-        snippets = question.get("snippets", [])
-        if not isinstance(snippets, list):
-            raise ValueError(f"{where}.snippets: expected a list, got {type(snippets).__name__}")
-        for j, snippet in enumerate(snippets):
-            if not isinstance(snippet, dict) or "document" not in snippet:
-                raise ValueError(f"{where}.snippets[{j}]: expected an object with a 'document' field")
-            seen.setdefault(_pmid_from_document(snippet["document"], f"{where}.snippets[{j}].document"), None)
-    return list(seen)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.eutils_responses import EutilsError
-from crawler.pubmed_xml import Article, Deletion, MalformedXMLError, iter_pubmed_records, parse_efetch
+from eutils.pubmed_xml import Article, Deletion, MalformedXMLError, iter_pubmed_records, parse_efetch
+from eutils.responses import EutilsError
 from store.schema import validate_article
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pubmed"

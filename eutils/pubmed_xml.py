@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
-from crawler.eutils_responses import check_error_body
+from eutils.responses import check_error_body
 from store.schema import parse_pmid
 
 __all__ = [
@@ -487,7 +487,7 @@ def iter_pubmed_records(
 def parse_efetch(body: bytes, *, source: str = "efetch", fetched_at: dt.datetime | None = None) -> EfetchResult:
     """Parse one efetch response body into article rows and deleted PMIDs.
 
-    Raises `crawler.eutils_responses.EutilsError` for an error document sent with HTTP
+    Raises `eutils.responses.EutilsError` for an error document sent with HTTP
     200, and `MalformedXMLError` for a truncated or malformed body. An empty
     ``<PubmedArticleSet/>`` (what efetch answers for unknown PMIDs) gives no articles.
     """

@@ -37,7 +37,7 @@ Misbehaviour, per server:
 - ``jitter=S``: every request waits a random 0-S seconds before the server reads it (and
   logs its arrival and counts it against ``rate_limit``), like a jittery network.
 - ``redirect_to=URL``: every E-utilities request is answered ``307`` to ``URL`` plus
-  its path and query (see `crawler.local_recorder` for a server that records what
+  its path and query (see `devtools.local_recorder` for a server that records what
   reaches it).
 
 Use from Python (the server runs on its own thread and event loop)::
@@ -47,7 +47,7 @@ Use from Python (the server runs on its own thread and event loop)::
         server.requests()     # list[LoggedRequest]: time, endpoint, ids, status, fault
         server.rate_limited   # 429s served by the rate limit
 
-or from a shell: ``python -m crawler.local_eutils --port 8089 --articles tests/data/pubmed``.
+or from a shell: ``python -m devtools.local_eutils --port 8089 --articles tests/data/pubmed``.
 Only loopback addresses are ever bound. Where allowed, the server thread runs at a raised
 priority (nice -10), so that a busy machine does not distort the arrival times it logs.
 """
@@ -74,6 +74,8 @@ from typing import Annotated, Any
 import typer
 from aiohttp import web
 from lxml import etree
+
+from eutils import policy
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ def gzip_bomb() -> bytes:
     return _bomb
 
 
-ESEARCH_LIMIT = 9999
+ESEARCH_LIMIT = policy.ESEARCH_LIMIT
 BASE_PATH = "/entrez/eutils"
 
 _HEAD = (
