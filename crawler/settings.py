@@ -17,8 +17,8 @@ PUBMED_EUTILS_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
 PUBMED_TOOL = "pubmed-pipeline"
 NCBI_EMAIL = os.environ.get("NCBI_EMAIL", "")
 
-# Output store (a folder; see store/).
-PUBMED_STORE = "data/pubmed"
+# Output store (a folder; see store/): [store] path of ./pipeline.toml, else data/pubmed.
+PUBMED_STORE = str(__import__("store.config", fromlist=["configured_store_path"]).configured_store_path())
 
 # Requests per second for the whole crawl: NCBI allows 3, or 10 with an API key.
 PUBMED_RATE = 10.0 if os.environ.get("NCBI_API_KEY") else 3.0
