@@ -31,6 +31,7 @@ from store.config import C, ConfigError, FlagValue, Resolved, StageConfig, resol
 EXIT_OK, EXIT_PIPELINE, EXIT_USAGE = 0, 1, 2
 DISTRIBUTION = "pubmed-pipeline"
 F = TypeVar("F", bound=Callable[..., Any])
+P = TypeVar("P", bound=Path | None)
 
 
 class PipelineFailure(Exception):
@@ -132,7 +133,7 @@ def load_stage(
     return resolved
 
 
-def existing_file(path: Path | None, flag_name: str) -> Path | None:
+def existing_file(path: P, flag_name: str) -> P:
     """``path`` when it is a readable file; a missing one is bad usage that names the flag."""
     if path is not None and not path.is_file():
         raise UsageProblem(f"{flag_name}: no such file: {path}")
@@ -172,7 +173,7 @@ class ContractApp(typer.Typer):
         super().__init__(**kwargs)
         self.pipeline_errors = pipeline_errors
 
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:  # type: ignore[override]
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
         register = super().command(*args, **kwargs)
 
         def decorator(func: F) -> F:

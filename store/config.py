@@ -164,16 +164,17 @@ def resolve_config(
     try:
         return Resolved(cls.model_validate(merged), table, sources)
     except ValidationError as exc:
-        first = dict(exc.errors()[0])
+        first: dict[str, Any] = dict(exc.errors()[0])
     key = str(first["loc"][0]) if first["loc"] else ""
+    msg = str(first["msg"])
     if key in (flags or {}):
-        raise FlagError(sources[key], f"{first['msg']} (got {first.get('input')!r})") from None
+        raise FlagError(sources[key], f"{msg} (got {first.get('input')!r})") from None
     if key in cls.shared_keys and key in sources:
-        raise ConfigError(f"{sources[key]}: {first['msg']} (got {first.get('input')!r})") from None
+        raise ConfigError(f"{sources[key]}: {msg} (got {first.get('input')!r})") from None
     if not key:  # a rule across fields: name every flag that took part
-        given = sorted({s for s in sources.values() if s.startswith("-")})
-        origin = ", ".join(given) if given else where
-        raise ConfigError(f"{origin}: {first['msg'].removeprefix('Value error, ')}") from None
+        named = sorted({s for s in sources.values() if s.startswith("-")})
+        origin = ", ".join(named) if named else where
+        raise ConfigError(f"{origin}: {msg.removeprefix('Value error, ')}") from None
     raise ConfigError(_describe(first, where)) from None
 
 

@@ -72,10 +72,10 @@ def _config(
 
 def _questions(bioasq: Path | None, pubmedqa: Path | None) -> list[Question]:
     questions: list[Question] = []
-    if existing_file(bioasq, "--bioasq") is not None:
-        questions += load_bioasq(bioasq)
-    if existing_file(pubmedqa, "--pubmedqa") is not None:
-        questions += load_pubmedqa(pubmedqa)
+    if bioasq is not None:
+        questions += load_bioasq(existing_file(bioasq, "--bioasq"))
+    if pubmedqa is not None:
+        questions += load_pubmedqa(existing_file(pubmedqa, "--pubmedqa"))
     return questions
 
 
@@ -232,7 +232,7 @@ def eval_cmd(run: RunOpt, bioasq: BioasqOpt = None, show_config: ShowConfig = Fa
     _run_folder(run, show_config)
     from trainer.evaluate import evaluate_run
 
-    questions = load_bioasq(bioasq) if existing_file(bioasq, "--bioasq") is not None else None
+    questions = load_bioasq(existing_file(bioasq, "--bioasq")) if bioasq is not None else None
     result = evaluate_run(run, questions)
     _print_eval(result)
     typer.echo(f"metrics -> {Path(run) / 'metrics.json'}; report -> {Path(run) / 'report.html'}")
