@@ -1,7 +1,8 @@
 """`TrainerConfig`: every setting of the trainer stage, loaded from table ``[trainer]`` of pipeline.toml.
 
-Fields are flat so each one maps to one CLI flag; every field carries a description and is
-checked at construction (ranges, allowed values, cross-field rules).
+Fields are flat so a flag sets one key (docs/trainer.md lists the flags named otherwise);
+every field carries a description and is checked at construction (ranges, allowed values,
+cross-field rules). ``store`` comes from ``[store] path``, shared by every stage.
 """
 
 from __future__ import annotations
