@@ -83,7 +83,10 @@ def rebuild(
         flag(IndexerConfig, "engine", help="local, or ray: read, embed and write shards on a Ray cluster."),
     ] = None,
     ray_address: Annotated[
-        str | None, flag(IndexerConfig, "ray_address", help="Ray cluster to join; default: start a local one.")
+        str | None,
+        flag(
+            IndexerConfig, "ray_address", help="Ray cluster to join; default: start a local one.", envvar="RAY_ADDRESS"
+        ),
     ] = None,
     config: ConfigOpt = None,
     show_config: ShowConfig = False,

@@ -217,6 +217,8 @@ def test_show_config_says_where_each_value_came_from(tmp_path: Path, monkeypatch
     assert f"shard_size = 500    # {config.name} [indexer] shard_size" in lines
     assert 'device = "cpu"    # --device' in lines
     assert "batch_size = 128    # default" in lines
+    from_env = runner.invoke(indexer_app, ["rebuild", "--show-config"], env={"RAY_ADDRESS": "ray://head:10001"})
+    assert 'ray_address = "ray://head:10001"    # env RAY_ADDRESS' in from_env.output.splitlines()
     result = runner.invoke(trainer_app, ["fit", "--show-config", "--lr", "0.02", "--config", str(config)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
