@@ -1,10 +1,12 @@
 """``python -m crawler.baseline``: load baseline / update files, or download them from NCBI first.
 
-``python -m crawler.baseline FILES... [--store data/pubmed]`` loads files already on disk
+``python -m crawler.baseline FILES... [--store DIR]`` loads files already on disk
 (`crawler.baseline_load`). ``python -m crawler.baseline --download [--since YYYY-MM-DD]
 [--updates-only] [--base-url URL] [--workers N]`` reads NCBI's listings, downloads what the
-store lacks and loads it as it arrives (`crawler.baseline_download`). Exit status: 0 when
-every file loaded, 1 when any failed, 2 on bad usage.
+store lacks and loads it as it arrives (`crawler.baseline_download`). The store folder and
+rows per part default to ``[store] path`` and ``part_rows`` of pipeline.toml. The command
+follows `store.cli_contract`: exit 0 when every file loaded, 1 when any failed, 2 on bad
+usage (a missing input file, a bad flag or config value); ``--version``, ``--show-config``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Annotated
 import typer
 
 from crawler.baseline_load import (
-    DEFAULT_STORE,
     BaselineError,
     Loader,
     LoadSummary,
@@ -29,6 +30,15 @@ from crawler.baseline_load import (
     md5_from_text,
     verify_md5,
 )
+from store.cli_contract import (
+    UsageProblem,
+    config_option,
+    load_stage,
+    make_app,
+    show_config_option,
+    version_option,
+)
+from store.config import StoreConfig
 
 __all__ = [
     "BaselineError",
@@ -43,7 +53,12 @@ __all__ = [
     "verify_md5",
 ]
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+def _pipeline_errors() -> tuple[type[BaseException], ...]:
+    return (BaselineError, ValueError, OSError)  # ValueError: MalformedXMLError, SchemaError
+
+
+app = make_app("Load PubMed baseline / update XML files into the article store.", _pipeline_errors, group=False)
 
 _DOWNLOAD_ONLY = ("--since", "--updates-only", "--base-url", "--workers", "--keep-files", "--tries", "--retries")
 
@@ -63,7 +78,12 @@ def main(
         list[Path] | None,
         typer.Argument(help="Baseline or update files (.xml.gz or .xml), loaded in this order (not with --download)."),
     ] = None,
-    store: Annotated[Path, typer.Option("--store", help="Store folder to load into.")] = DEFAULT_STORE,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", help="Store folder to load into.", show_default="[store] path of pipeline.toml, else data/pubmed"
+        ),
+    ] = None,
     download: Annotated[
         bool, typer.Option("--download", help="Fetch the files from NCBI's listings instead (see --base-url).")
     ] = False,
@@ -103,8 +123,14 @@ def main(
             "--email", help="Contact email sent with every request (default: NCBI_EMAIL, as for E-utilities)."
         ),
     ] = None,
-    part_rows: Annotated[int, typer.Option("--part-rows", min=1, help="Rows per Parquet part.")] = 10_000,
+    part_rows: Annotated[
+        int | None,
+        typer.Option("--part-rows", help="Rows per Parquet part.", show_default="[store] part_rows, else 10000"),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each file's progress.")] = False,
+    config: Annotated[Path | None, config_option("store")] = None,
+    show_config: Annotated[bool, show_config_option()] = False,
+    show_version: Annotated[bool, version_option()] = False,
 ) -> None:
     """Load PubMed baseline / update XML files into the article store, applying their deletions.
 
@@ -115,12 +141,14 @@ def main(
     the same command can be rerun after a failure; exit 1 when any file failed.
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    cfg = load_stage(StoreConfig, "store", config, renames={"store": "path"}, show=show_config).config
+    folder, rows = Path(cfg.path), cfg.part_rows
     files = files or []
     if download:
         if files:
             _usage("give FILES or --download, not both")
         _download(
-            store,
+            folder,
             _since(since),
             updates_only,
             base_url,
@@ -130,7 +158,7 @@ def main(
             tries,
             retries,
             email,
-            part_rows,
+            rows,
         )
         return
     if not files:
@@ -154,21 +182,15 @@ def main(
     ]
     if given:
         _usage(f"{given[0]} needs --download")
-    missing = [str(p) for p in files if not p.is_file() and not _markers(store, p.name)[0].exists()]
+    missing = [str(p) for p in files if not p.is_file() and not _markers(folder, p.name)[0].exists()]
     if missing:
-        typer.echo(f"error: no such file: {missing[0]}", err=True)
-        raise typer.Exit(2)
-    try:
-        summary = load_files(files, store, part_rows=part_rows, require_md5=bool(require_md5))
-    except (BaselineError, ValueError, OSError) as exc:  # ValueError: MalformedXMLError, SchemaError
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _usage(f"FILES: no such file: {missing[0]}")
+    summary = load_files(files, folder, part_rows=rows, require_md5=bool(require_md5))
     typer.echo(summary.line())
 
 
 def _usage(message: str) -> None:
-    typer.echo(f"error: {message} (see --help)", err=True)
-    raise typer.Exit(2)
+    raise UsageProblem(f"{message} (see --help)")
 
 
 def _download(
@@ -209,4 +231,4 @@ def _download(
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="python -m crawler.baseline")

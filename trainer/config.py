@@ -1,13 +1,14 @@
 """`TrainerConfig`: every setting of the trainer stage, loaded from table ``[trainer]`` of pipeline.toml.
 
-Fields are flat so each one maps to one CLI flag; every field carries a description and is
-checked at construction (ranges, allowed values, cross-field rules).
+Fields are flat so a flag sets one key (docs/trainer.md lists the flags named otherwise);
+every field carries a description and is checked at construction (ranges, allowed values,
+cross-field rules). ``store`` comes from ``[store] path``, shared by every stage.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -17,10 +18,18 @@ from store.config import ConfigPath, StageConfig
 ViewKind = Literal["prompt", "q+snippets", "q+documents", "q+snippet"]
 ContextPart = Literal["snippets", "documents"]
 AugmentKind = Literal["q+snippets", "q+documents", "q+snippet"]
+Augment = Literal["rare", "all", "none"]
+Head = Literal["classifier", "verbalizer"]
+Rationale = Literal["none", "ideal_answer"]
+Quant = Literal["nf4", "none"]
+Ensemble = Literal["none", "lexical"]
+ReportTo = Literal["none", "tensorboard"]
 
 
 class TrainerConfig(StageConfig):
     """Settings of `trainer splits`, `trainer fit`, `trainer eval` and `trainer tune`."""
+
+    shared_keys: ClassVar[dict[str, tuple[str, str]]] = {"store": ("store", "path")}
 
     # --- splits -----------------------------------------------------------------------------
     splits: ConfigPath = Field(
@@ -40,7 +49,9 @@ class TrainerConfig(StageConfig):
         default=None, description="File holding the bearer token of index_server."
     )
     store: ConfigPath | None = Field(
-        default=None, description="Article store that documents fetched online are written to (None: do not store)."
+        default=None,
+        description="Article store: [store] path of pipeline.toml (not a key of [trainer]); when given, it must be "
+        "the store the index was built from (checked against the index manifest).",
     )
     retrieve_k: int = Field(
         default=5, ge=0, le=100, description="Chunks retrieved per question from its own documents."
@@ -57,7 +68,7 @@ class TrainerConfig(StageConfig):
         min_length=1,
         description="What the prompt view puts after the question: snippets, retrieved document chunks, or both.",
     )
-    augment: Literal["rare", "all", "none"] = Field(
+    augment: Augment = Field(
         default="rare",
         description="Which classes of the train split get augmentation views: the rarer class only, all, or none.",
     )
@@ -79,13 +90,13 @@ class TrainerConfig(StageConfig):
         default=PACKAGED_MODEL,
         description=f"Hugging Face id or local folder of the base model; {PACKAGED_MODEL!r} is the packaged MiniLM.",
     )
-    head: Literal["classifier", "verbalizer"] = Field(
+    head: Head = Field(
         default="classifier",
         description="classifier: sequence classification (encoders, or decoders pooled on the last token); "
         "verbalizer: a causal LM fine-tuned on a chat prompt to answer 'yes'/'no', scored by those tokens' "
         "next-token log-probabilities (decoders only).",
     )
-    rationale: Literal["none", "ideal_answer"] = Field(
+    rationale: Rationale = Field(
         default="none",
         description="Verbalizer target after the answer: none, or the question's ideal answer (still scored by "
         "the first answer token).",
@@ -101,7 +112,7 @@ class TrainerConfig(StageConfig):
     optim: Literal["auto", "adamw_torch", "paged_adamw_8bit"] = Field(
         default="auto", description="Optimiser: auto = paged 8-bit AdamW on CUDA, torch AdamW on CPU."
     )
-    quant: Literal["nf4", "none"] = Field(
+    quant: Quant = Field(
         default="nf4", description="nf4: QLoRA over a bitsandbytes 4-bit NF4 base; none: plain LoRA over full weights."
     )
     double_quant: bool = Field(default=True, description="Quantise the 4-bit quantisation constants too (nf4 only).")
@@ -134,12 +145,12 @@ class TrainerConfig(StageConfig):
     grad_accum: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
     warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0, description="Share of steps with linear warm-up.")
     weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
-    report_to: Literal["none", "tensorboard"] = Field(
+    report_to: ReportTo = Field(
         default="none",
         description="Where training logs go besides fit.json: none, or tensorboard (event files in "
         "<out>/tensorboard; needs tensorboard or tensorboardX).",
     )
-    ensemble: Literal["none", "lexical"] = Field(
+    ensemble: Ensemble = Field(
         default="none",
         description="lexical: answer with the model's calibrated P(yes) averaged with the TF-IDF classifier's, "
         "temperature and weight chosen on valid at the end of the fit (see trainer/ensemble.py).",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from store.atomic import atomic_write_json, fsync_dir
-from store.config import write_resolved_config
+from store.config import installed_versions, write_resolved_config
 from trainer import LABELS
 from trainer.checkpoints import last_complete_checkpoint, with_complete_checkpoints
 from trainer.config import TrainerConfig
@@ -285,7 +285,10 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
         raise TrainerError(f"{cfg.splits}/train.parquet: no labelled views to train on")
     weights = question_class_weights(train_views, cfg.class_weight_penalty)
     log.info("class weights (no, yes) over %d training questions: %s", len(question_labels(train_views)), weights)
-    write_resolved_config(cfg, run)
+    device = f"cuda:{torch.cuda.get_device_name()}" if cuda else "cpu"
+    precision = ("bf16" if cfg.uses_bf16(cuda) else "fp32") + (" over an nf4 base" if cfg.quant == "nf4" else "")
+    versions = installed_versions("torch", "transformers", "peft", "bitsandbytes", "accelerate", "tokenizers")
+    write_resolved_config(cfg, run, {"device": device, "precision": precision, "versions": versions})
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, cuda)

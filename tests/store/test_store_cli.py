@@ -64,5 +64,15 @@ def test_missing_store_exits_1_with_one_line(tmp_path: Path) -> None:
 
 
 def test_bad_usage_exits_2() -> None:
-    assert _store(["stats"]).returncode == 2
+    assert _store(["stats", "--jsn"]).returncode == 2
     assert _store(["frobnicate"]).returncode == 2
+
+
+def test_path_defaults_to_store_table(tmp_path: Path) -> None:
+    _fill(tmp_path / "kept-here")
+    (tmp_path / "pipeline.toml").write_text('[store]\npath = "kept-here"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "store", "stats", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["path"] == "kept-here" and json.loads(result.stdout)["live_articles"] == 3

@@ -1,4 +1,4 @@
-"""The trainer CLI: --help everywhere, exit codes 2 (bad usage/config) and 1 (pipeline error)."""
+"""The trainer CLI: --help everywhere, exit codes 2 (bad usage/config/missing input) and 1 (pipeline error)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def test_bad_config_value_exits_2(tmp_path: Path, bioasq_file: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["splits", "--bioasq", str(bioasq_file), "--test-fraction", "1.5"])
     assert result.exit_code == 2
-    assert "test_fraction" in result.output
+    assert "error: --test-fraction: " in result.output
     assert runner.invoke(app, ["fit", "--no-such-flag"]).exit_code == 2
-    assert runner.invoke(app, ["eval", "--run", str(tmp_path / "nothing")]).exit_code == 1
+    assert runner.invoke(app, ["eval", "--run", str(tmp_path / "nothing")]).exit_code == 2, "missing --run folder"
+    (tmp_path / "not-a-run").mkdir()
+    assert runner.invoke(app, ["eval", "--run", str(tmp_path / "not-a-run")]).exit_code == 1, "a folder with no run"
