@@ -1,9 +1,10 @@
-"""`store` command: inspect and check an article store (`store stats`, `store verify`)."""
+"""`store` command: inspect, check and compact an article store (`store stats`, `store verify`, `store compact`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from store.cli_contract import config_option, fail, load_stage, make_app, show_config_option
+from store.compact import DEFAULT_RANGE_WIDTH
 from store.config import StoreConfig
 
 app = make_app("Inspect the Parquet article store that `scrapy crawl pubmed` and `python -m crawler.baseline` fill.")

@@ -124,7 +124,7 @@ def test_synopsis_parser_sees_flags() -> None:
         [str(BIN / "store")],
         [str(BIN / "indexer")],
         [str(BIN / "trainer")],
-        [sys.executable, "-m", "crawler.local_eutils"],
+        [sys.executable, "-m", "devtools.local_eutils"],
         [sys.executable, "demo/run_demo.py"],
         [sys.executable, "demo/pubmedqa_xml.py"],
         [str(BIN / "scrapy"), "crawl", "pubmed"],

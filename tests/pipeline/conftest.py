@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.local_eutils import LocalEutils, load_records
 from demo.pubmedqa_xml import build
+from devtools.local_eutils import LocalEutils, load_records
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "demo" / "pubmedqa_sample.json"

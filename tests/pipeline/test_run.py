@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.local_eutils import LocalEutils
+from devtools.local_eutils import LocalEutils
 from store.reader import read_articles
 from tests.pipeline.conftest import pipeline_argv, pipeline_env, run_pipeline
 
