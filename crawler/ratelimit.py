@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.misc import load_object
 
+from eutils import policy
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Request, Response
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WINDOW_S = 1.0
-RETRY_AFTER_MAX_S = 60.0  # default cap on a server's Retry-After
+RETRY_AFTER_MAX_S = policy.RETRY_AFTER_MAX_S  # default cap on a server's Retry-After (the one policy)
 RATE_LIMIT_MAX = 1000.0  # an announced X-RateLimit-Limit/-Remaining above this is taken as this
 
 

@@ -48,14 +48,15 @@ from twisted.python.failure import Failure
 
 from crawler.pipelines import DeletedPmids
 from crawler.query_dates import DATE_ARGS, date_filters
-from eutils.inputs import bioasq_pmids, parse_pmid_line
+from eutils import inputs
+from eutils.inputs import bioasq_pmids
+from eutils.policy import ESEARCH_LIMIT
 from eutils.pubmed_xml import parse_efetch
 from eutils.responses import parse_esearch
 from store.reader import StoreError, stored_pmids
 
 log = logging.getLogger(__name__)
 
-ESEARCH_LIMIT = 9999
 BACKOUT_POLL_S = 0.02  # how often start() looks whether the downloader has room for the next batch
 USAGE = 'give exactly one of -a pmids=FILE, -a bioasq=FILE or -a query="TERM"'
 INPUTS = ("pmids", "bioasq", "query")
@@ -88,20 +89,11 @@ def choose_input(args: dict[str, Any]) -> tuple[str, str]:
 
 
 def read_pmid_file(path: str | os.PathLike[str]) -> list[int]:
-    """PMIDs of a file with one PMID or PubMed URL per line, de-duplicated in file order."""
-    seen: dict[int, None] = {}
+    """PMIDs of a file with one PMID or PubMed URL per line (`eutils.inputs`), as an `InputError`."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                try:
-                    pmid = parse_pmid_line(line)
-                except ValueError as exc:
-                    raise InputError(f"{path}:{number}: {exc}") from None
-                if pmid is not None:
-                    seen.setdefault(pmid, None)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read PMID file: {exc}") from None
-    return list(seen)
+        return inputs.read_pmid_file(path)
+    except inputs.InputFileError as exc:
+        raise InputError(str(exc)) from None
 
 
 def load_input(kind: str, value: str) -> list[int]:
