@@ -95,4 +95,4 @@ def test_report_to_flag_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["fit", "--splits", str(tmp_path), "--report-to", "wandb"])
     assert result.exit_code == 2
-    assert "report_to" in result.output
+    assert "--report-to" in result.output  # the error names the flag, not the config key
