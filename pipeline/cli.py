@@ -1,36 +1,37 @@
 """The ``pipeline`` command: ``pipeline run`` chains crawl, index, splits, fit and eval for one question file.
 
-Exit 0 on success, 1 on a pipeline error (the failed step named with its exit code, or a
-bad question file named), 2 on bad usage (flags, configuration file). A thin wrapper over
-`pipeline.stages.build_steps` and `pipeline.steps.run_steps`.
+Built with `store.cli_contract`: exit 0 on success, 1 on a pipeline error (the failed step
+named with its exit code, or a bad question file named), 2 on bad usage (flags,
+configuration file); ``--version``, completion and ``--show-config`` as everywhere. A thin
+wrapper over `pipeline.stages.build_steps` and `pipeline.steps.run_steps`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any
 
 import typer
+from typer._click.core import ParameterSource  # Typer vendors its own click
+from typer._click.globals import get_current_context
 
 from pipeline.stages import NCBI_EUTILS
+from store.cli_contract import EXIT_USAGE, fail, make_app, show_config_option
 
-app = typer.Typer(
-    help="Run the whole pipeline for one BioASQ or PubMedQA question file, resuming where a previous run stopped.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+app = make_app(
+    "Run the whole pipeline for one BioASQ or PubMedQA question file, resuming where a previous run stopped."
 )
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@app.callback()
-def _root() -> None:
-    """Run the whole pipeline for one question file (``pipeline run --help``)."""
+def _show(cfg: Any) -> None:
+    """Print every pipeline setting with where it came from (a flag or the default), as --show-config does."""
+    ctx = get_current_context()
+    for name, value in cfg.model_dump(mode="json").items():
+        source = ctx.get_parameter_source(name) if name in ctx.params else None
+        origin = f"--{name.replace('_', '-')}" if source is ParameterSource.COMMANDLINE else "default"
+        if name in ("questions", "kind"):
+            origin = f"--{cfg.kind}"
+        typer.echo(f"{name} = {value!r}  ({origin})")
 
 
 @app.command()
@@ -82,6 +83,7 @@ def run(
         Path | None,
         typer.Option("--config", help="pipeline.toml with [indexer] and [trainer] tables [default: ./pipeline.toml]."),
     ] = None,
+    show_config: Annotated[bool, show_config_option()] = False,
 ) -> None:
     """Crawl the documents the question file cites, index them, build splits, fine-tune and evaluate.
 
@@ -119,17 +121,20 @@ def run(
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        _fail(f"{'.'.join(map(str, first['loc'])) or 'options'}: {first['msg']}", 2)
+        fail(f"{'.'.join(map(str, first['loc'])) or 'options'}: {first['msg']}", EXIT_USAGE)
+    if show_config:
+        _show(cfg)
+        return
     try:
         steps = build_steps(cfg)
     except ConfigError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), EXIT_USAGE)
     except QuestionFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         summary = run_steps(steps, cfg.markers, echo=lambda line: typer.echo(line))
     except StepFailed as exc:
-        _fail(f"pipeline stopped: {exc}; rerun the same command to resume at '{exc.name}'")
+        fail(f"pipeline stopped: {exc}; rerun the same command to resume at '{exc.name}'")
     report = cfg.run / "report.html"
     typer.echo(
         f"pipeline -> {cfg.work}: {len(steps)} steps, {len(summary.ran)} run, {len(summary.skipped)} already "
