@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
 import secrets
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -48,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from store.atomic import TEMP_PREFIX, atomic_write_json, fsync_dir
+from store.lock import exclusive_lock
 from store.reader import StoreError, check_store, iter_parts
 from store.schema import ARTICLE_SCHEMA, DELETION_SCHEMA
 from store.stream import DEFAULT_BATCH_PMIDS, RowGroups, StoreIndex, covered_ranges, read_row_groups
@@ -111,40 +110,16 @@ class CompactSummary:
         )
 
 
-def _holder(lock: Path) -> str:
-    with contextlib.suppress(OSError):
-        text = lock.read_text(encoding="utf-8").strip()
-        if text:
-            return text
-    return "an unknown process"
-
-
 @contextlib.contextmanager
 def compaction_lock(store: Path, wait: bool = False) -> Iterator[None]:
     """Hold ``<store>/_compact/lock``; raise `CompactLockedError` naming the holder unless ``wait``."""
-    folder = store / COMPACT_DIR
-    folder.mkdir(exist_ok=True)
-    lock = folder / LOCK_NAME
-    with open(lock, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(lock)
-            if not wait:
-                raise CompactLockedError(
-                    f"{store}: another compact holds {lock} ({holder}); let it finish, or pass --wait"
-                ) from None
-            log.warning("%s: waiting for the compact of %s", store, holder)
-            fcntl.flock(handle, fcntl.LOCK_EX)  # the kernel releases it when the holder exits, even on SIGKILL
-        handle.truncate(0)
-        since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {since}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.truncate(0)
-            handle.flush()
+    lock = store / COMPACT_DIR / LOCK_NAME
+
+    def refuse(holder: str) -> CompactLockedError:
+        return CompactLockedError(f"{store}: another compact holds {lock} ({holder}); let it finish, or pass --wait")
+
+    with exclusive_lock(lock, refuse=refuse, waiting=f"{store}: waiting for the compact of {{holder}}", wait=wait):
+        yield
 
 
 class _PlanIndex(StoreIndex):
