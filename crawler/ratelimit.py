@@ -6,20 +6,19 @@ shared implementation (for example one backed by Redis, for several crawl proces
 on one IP) can replace `LocalRateLimiter` through the ``PUBMED_RATE_LIMITER`` setting.
 
 What the server counts is arrivals, and a request arrives some time after the limiter
-granted it: the process may be descheduled or busy parsing before it sends, the network
-and the server's front end add their own delay. `LocalRateLimiter` therefore spaces
-grants ``(1 + margin) / floor(rate)`` seconds apart and never grants more than
-``floor(rate)`` in any ``1 + margin`` seconds, so **the server never sees more than
-``floor(rate)`` arrivals in any 1-second window as long as the grant-to-arrival delays
-of any ``floor(rate) + 1`` consecutive requests differ by less than ``margin``**. The
-margin is sized from what it measures (`DelayGauge`): how late each grant woke up, and
-how much longer than the fastest recent answer each answer took (an upper bound on the
-extra delay before the server saw the request). It is ``PUBMED_RATE_MARGIN`` plus the
-largest delay of the last 32 requests (at least 100 ms until there are 8 measurements), widened
-after every 429, and capped at ``PUBMED_RATE_MARGIN_MAX`` (0.25 s): at the cap the
-crawl runs at 1/1.25 of the rate. A request that starts after a quiet spell (the first
-one above all) opens a new connection and may arrive later still: the window counts it
-as starting a ``cold_allowance`` (0.1 s by default) later. There is no randomness.
+granted it: the process may send it late (descheduled, or its loop busy parsing), the
+network and the server's front end add their own delay. `LocalRateLimiter` counts each
+request from when it really left (`crawler.delay_gauge.probe_send`), spaces grants
+``(1 + margin) / floor(rate)`` seconds apart and never lets more than ``floor(rate)``
+sends fall in any ``1 + margin`` seconds, so **the server never sees more than
+``floor(rate)`` arrivals in any 1-second window as long as the network-and-server
+arrival jitter stays below ``PUBMED_RATE_MARGIN``** (0.03 s). The margin is that
+allowance plus the longest loop turn seen after the last ``floor(rate) + 1`` grants
+(`crawler.delay_gauge.DelayGauge`; answer times are not used), widened after every 429,
+at most ``PUBMED_RATE_MARGIN_MAX`` (0.25 s). A request that starts after a quiet spell
+(the first one above all) opens a new connection and may arrive later still: the window
+counts it as starting a ``cold_allowance`` (0.1 s by default) later. There is no
+randomness.
 
 After a 429 it waits for ``Retry-After`` (1 s when absent; capped at
 ``PUBMED_RETRY_AFTER_MAX``), halves its rate, doubles its margin, and climbs back to the
