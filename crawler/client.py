@@ -78,10 +78,11 @@ class _Fetcher:
         backoff: float,
         retry_after_max: float = policy.RETRY_AFTER_MAX_S,
         max_bytes: int = policy.MAX_BODY_BYTES,
+        jitter_margin: float = 0.03,
     ) -> None:
         self.session = session
         self.url = url
-        self.limiter = LocalRateLimiter(rate, retry_after_max=retry_after_max)
+        self.limiter = LocalRateLimiter(rate, margin=jitter_margin, retry_after_max=retry_after_max)
         self.retry_after_max = retry_after_max
         self.max_bytes = max_bytes
         self.identity = identity
@@ -202,6 +203,7 @@ async def fetch_pubmed(
     concurrency: int = 4,
     retry_after_max: float = policy.RETRY_AFTER_MAX_S,
     max_bytes: int = policy.MAX_BODY_BYTES,
+    jitter_margin: float = 0.03,
 ) -> FetchResult:
     """Fetch ``pmids`` with batched efetch POSTs and parse them into store article rows.
 
@@ -211,6 +213,8 @@ async def fetch_pubmed(
     ``Retry-After``, at most ``retry_after_max`` seconds). A requested PMID
     missing from its batch's answer is asked for once more in a batch of just the
     missing ones, and listed in ``FetchResult.missing`` if it is still absent.
+    ``jitter_margin`` is the arrival jitter (network and server, seconds) the rate
+    tolerates (the limiter's base margin, as ``PUBMED_RATE_MARGIN`` is the crawl's).
     Raises `FetchError` when a batch keeps failing.
     """
     ids = _unique(pmids)
@@ -237,6 +241,7 @@ async def fetch_pubmed(
             backoff=backoff,
             retry_after_max=retry_after_max,
             max_bytes=max_bytes,
+            jitter_margin=jitter_margin,
         )
         gate = asyncio.Semaphore(max(1, concurrency))
 

@@ -6,20 +6,19 @@ shared implementation (for example one backed by Redis, for several crawl proces
 on one IP) can replace `LocalRateLimiter` through the ``PUBMED_RATE_LIMITER`` setting.
 
 What the server counts is arrivals, and a request arrives some time after the limiter
-granted it: the process may be descheduled or busy parsing before it sends, the network
-and the server's front end add their own delay. `LocalRateLimiter` therefore spaces
-grants ``(1 + margin) / floor(rate)`` seconds apart and never grants more than
-``floor(rate)`` in any ``1 + margin`` seconds, so **the server never sees more than
-``floor(rate)`` arrivals in any 1-second window as long as the grant-to-arrival delays
-of any ``floor(rate) + 1`` consecutive requests differ by less than ``margin``**. The
-margin is sized from what it measures (`DelayGauge`): how late each grant woke up, and
-how much longer than the fastest recent answer each answer took (an upper bound on the
-extra delay before the server saw the request). It is ``PUBMED_RATE_MARGIN`` plus the
-largest delay of the last 32 requests (at least 100 ms until there are 8 measurements), widened
-after every 429, and capped at ``PUBMED_RATE_MARGIN_MAX`` (0.25 s): at the cap the
-crawl runs at 1/1.25 of the rate. A request that starts after a quiet spell (the first
-one above all) opens a new connection and may arrive later still: the window counts it
-as starting a ``cold_allowance`` (0.1 s by default) later. There is no randomness.
+granted it: the process may send it late (descheduled, or its loop busy parsing), the
+network and the server's front end add their own delay. `LocalRateLimiter` counts each
+request from when it really left (`crawler.delay_gauge.probe_send`), spaces grants
+``(1 + margin) / floor(rate)`` seconds apart and never lets more than ``floor(rate)``
+sends fall in any ``1 + margin`` seconds, so **the server never sees more than
+``floor(rate)`` arrivals in any 1-second window as long as the network-and-server
+arrival jitter stays below ``PUBMED_RATE_MARGIN``** (0.03 s). The margin is that
+allowance plus the longest loop turn seen after the last ``floor(rate) + 1`` grants
+(`crawler.delay_gauge.DelayGauge`; answer times are not used), widened after every 429,
+at most ``PUBMED_RATE_MARGIN_MAX`` (0.25 s). A request that starts after a quiet spell
+(the first one above all) opens a new connection and may arrive later still: the window
+counts it as starting a ``cold_allowance`` (0.1 s by default) later. There is no
+randomness.
 
 After a 429 it waits for ``Retry-After`` (1 s when absent; capped at
 ``PUBMED_RETRY_AFTER_MAX``), halves its rate, doubles its margin, and climbs back to the
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.misc import load_object
 
+from crawler.delay_gauge import DelayGauge, probe_send
 from eutils import policy
 
 if TYPE_CHECKING:
@@ -79,53 +79,6 @@ def bounded_header(name: str, raw: str | bytes | None, low: float, high: float) 
     return value
 
 
-class DelayGauge:
-    """The grant-to-arrival delay a limiter must allow for, from what it measures.
-
-    Samples are how late a granted request actually started (a process that was not
-    scheduled, or was busy, wakes late) and how much longer an answer took than the
-    fastest of the recent ones (the request may have waited that long before the server
-    saw it). `margin` is ``base`` plus the largest of the last ``window`` samples (at
-    least ``initial`` until there are ``window // 4`` of them), widened after 429s, at
-    most ``cap``.
-    """
-
-    def __init__(self, base: float, cap: float, *, initial: float = 0.1, window: int = 32) -> None:
-        self.base = max(0.0, base)
-        self.cap = max(self.base, cap)
-        self.initial = initial
-        self._samples: deque[float] = deque(maxlen=window)
-        self._rtts: deque[float] = deque(maxlen=window)
-        self._widened = 0.0
-
-    def late(self, seconds: float) -> None:
-        """A granted request started ``seconds`` after its planned start."""
-        self._samples.append(max(0.0, seconds))
-
-    def round_trip(self, seconds: float) -> None:
-        """An answer came ``seconds`` after its request was granted."""
-        if seconds < 0 or not math.isfinite(seconds):
-            return
-        self._rtts.append(seconds)
-        self._samples.append(seconds - min(self._rtts))
-        self._widened *= 0.9
-
-    def widen(self) -> None:
-        """The server refused a request (429): the margin was too small; double it."""
-        self._widened = min(self.cap, max(0.05, 2 * self.margin))
-
-    @property
-    def measured(self) -> float:
-        largest = max(self._samples, default=self.initial)
-        if len(self._samples) < (self._samples.maxlen or 1) // 4:
-            return max(self.initial, largest)
-        return largest
-
-    @property
-    def margin(self) -> float:
-        return min(self.cap, max(self.base + self.measured, self._widened))
-
-
 @runtime_checkable
 class RateLimiter(Protocol):
     """What the crawl needs from a rate limiter."""
@@ -156,6 +109,7 @@ class LocalRateLimiter:
         cold_allowance: float = 0.1,
         recover_after: int = 10,
         retry_after_max: float = RETRY_AFTER_MAX_S,
+        probe_sends: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
@@ -163,14 +117,17 @@ class LocalRateLimiter:
             raise ValueError(f"rate must be positive, got {rate}")
         self.max_rate = float(rate)
         self.rate = float(rate)
-        self.gauge = DelayGauge(margin, max_margin, initial=initial_delay)
+        self.gauge = DelayGauge(margin, max_margin, initial=initial_delay, window=math.floor(rate) + 1)
+        self.probe_sends = probe_sends
         self.cold_allowance = cold_allowance
         self.recover_after = max(1, recover_after)
         self.retry_after_max = retry_after_max
         self._clock = clock
         self._sleep = sleep
-        self._starts: deque[float] = deque(maxlen=max(1, math.floor(rate)))
+        # Each start as a one-element list: its time, moved later when its send is measured to be later.
+        self._starts: deque[list[float]] = deque(maxlen=max(1, math.floor(rate)))
         self._blocked_until = 0.0
+        self._last_due = 0.0  # when the latest grant was due: the even spacing counts from there
         self._lock: asyncio.Lock | None = None
         self.penalties = 0
 
@@ -201,10 +158,10 @@ class LocalRateLimiter:
         """The earliest time the next request may start (window times include any cold allowance)."""
         at = max(now, self._blocked_until)
         if self._starts:
-            at = max(at, self._starts[-1] + self._interval())
+            at = max(at, self._last_due + self._interval())
             window_count = self._window_count()
             if len(self._starts) >= window_count:
-                at = max(at, self._starts[-window_count] + WINDOW_S + self.margin)
+                at = max(at, self._starts[-window_count][0] + WINDOW_S + self.margin)
         return at
 
     async def acquire(self) -> float:
@@ -213,15 +170,26 @@ class LocalRateLimiter:
         async with self._lock:
             while True:
                 now = self._clock()
-                planned = self.next_start(now)
-                wait = planned - now
+                due = self.next_start(now)
+                wait = due - now
                 if wait <= 0:
                     break
                 await self._sleep(wait)
-                self.gauge.late(self._clock() - planned)
-            cold = not self._starts or now - self._starts[-1] > max(WINDOW_S, 2 * self._interval())
-            self._starts.append(now + self.cold_allowance if cold else now)
+            self._last_due = due
+            cold = not self._starts or now - self._starts[-1][0] > max(WINDOW_S, 2 * self._interval())
+            offset = self.cold_allowance if cold else 0.0
+            start = [now + offset]
+            self._starts.append(start)
+            if self.probe_sends:
+                probe_send(now, self._clock, lambda sent, turn: self._sent(start, offset, due, sent, turn))
+            else:
+                self.gauge.delay(now - due, 0.0)
             return now
+
+    def _sent(self, start: list[float], offset: float, due: float, sent: float, turn: float) -> None:
+        """A granted request was sent at ``sent``: count it from then, and measure how late it left."""
+        start[0] = max(start[0], sent + offset)
+        self.gauge.delay(sent - due, turn)
 
     def penalise(self, retry_after: float | None) -> None:
         pause = 1.0 if retry_after is None else min(self.retry_after_max, max(0.0, retry_after))
@@ -237,15 +205,14 @@ class LocalRateLimiter:
         )
 
     def observe(self, limit: int | None, remaining: int | None, sent_at: float | None) -> None:
-        if sent_at is not None:
-            self.gauge.round_trip(self._clock() - sent_at)
+        self.gauge.answered()
         if limit is not None and 0 < limit < self.max_rate:
             log.info("server allows %d requests/s; lowering the crawl rate from %.2f", limit, self.max_rate)
             self.max_rate = float(limit)
             self.rate = min(self.rate, self.max_rate)
             self._resize()
         if remaining is not None and limit is not None and sent_at is not None:
-            ours = sum(1 for t in self._starts if sent_at - WINDOW_S < t <= sent_at)
+            ours = sum(1 for (t,) in self._starts if sent_at - WINDOW_S < t <= sent_at)
             if remaining < limit - ours:
                 # Someone else spends this IP's budget: leave them one slot before our next request.
                 self._blocked_until = max(self._blocked_until, self._clock() + 1.0 / limit)

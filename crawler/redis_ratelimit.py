@@ -9,10 +9,12 @@ apart; the process sleeps until its start and records the real start time. All
 processes together never start more than ``floor(rate)`` requests in any ``1 + margin``
 seconds, counted over real start times, so the server sees at most ``floor(rate)``
 arrivals in any second while the grant-to-arrival delays of the requests differ by less
-than the margin. Each process measures those delays (`crawler.ratelimit.DelayGauge`: how
-late it woke for a reserved start, how much slower than its fastest recent answer each
-answer was) and reports its margin, ``PUBMED_REDIS_RATE_MARGIN`` plus the largest recent
-delay, at most ``PUBMED_RATE_MARGIN_MAX``; the shared schedule uses the largest margin
+than the margin. Each process follows its event loop after every start
+(`crawler.delay_gauge.probe_send`): when the request has really left, later than a few
+milliseconds after its start, the start is recorded again at that time; and it reports
+its margin (`crawler.delay_gauge.DelayGauge`), ``PUBMED_REDIS_RATE_MARGIN`` (the arrival
+jitter tolerated) plus the longest loop turn seen after its recent starts, at most
+``PUBMED_RATE_MARGIN_MAX``; the shared schedule uses the largest margin
 any process reported in the last 10 seconds, so one stalled process widens everyone's
 spacing. The state lives under one key per route
 (``PUBMED_REDIS_RATE_KEY``, by default derived from the E-utilities host and a hash of
@@ -36,6 +38,7 @@ sets ``PUBMED_RATE_LIMITER`` to `RedisRateLimiter`, which raises `NotConfigured`
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -45,8 +48,9 @@ from itertools import count
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from crawler.delay_gauge import DelayGauge, probe_send
 from crawler.distributed import require_redis
-from crawler.ratelimit import RETRY_AFTER_MAX_S, DelayGauge
+from crawler.ratelimit import RETRY_AFTER_MAX_S
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -200,7 +204,7 @@ class RedisRateLimiter:
         self.key = key
         self.max_rate = float(rate)
         self.rate = float(rate)
-        self.gauge = DelayGauge(margin, max_margin)
+        self.gauge = DelayGauge(margin, max_margin, window=int(rate) + 1)
         self.retry_after_max = retry_after_max
         self.recover_after = max(1, recover_after)
         self.max_wait = max_wait
@@ -272,11 +276,10 @@ class RedisRateLimiter:
             while True:
                 reserved, wait = self.try_acquire(member, allowance)
                 if reserved:
+                    planned = time.monotonic() + wait
                     if wait > 0:
-                        planned = time.monotonic() + wait
                         await asyncio.sleep(wait)
                         late = time.monotonic() - planned
-                        self.gauge.late(late)
                         if late > LATE_TOLERANCE_S:
                             # Woke too late (the process was stalled): every stalled process would fire at once
                             # now. Give the start up and reserve a fresh one against the starts as they are.
@@ -285,8 +288,17 @@ class RedisRateLimiter:
                             continue
                     self._start(keys=[self._starts_key], args=[member, repr(allowance)])
                     self.granted += 1
-                    return time.monotonic()
+                    granted = time.monotonic()
+                    sent = functools.partial(self._sent, member, allowance, planned)
+                    probe_send(granted, time.monotonic, sent)
+                    return granted
                 await asyncio.sleep(min(wait, self.max_wait))
+
+    def _sent(self, member: str, allowance: float, due: float, sent: float, turn: float) -> None:
+        """The request left at ``sent``: its start is recorded again (it only ever moves later), its delay measured."""
+        if sent - due > 0.005:
+            self._start(keys=[self._starts_key], args=[member, repr(allowance)])
+        self.gauge.delay(sent - due, turn)
 
     def penalise(self, retry_after: float | None) -> None:
         pause = 1.0 if retry_after is None else min(self.retry_after_max, max(0.0, retry_after))
@@ -298,8 +310,7 @@ class RedisRateLimiter:
         log.info("HTTP 429: every process pauses %.1f s, shared rate now %.2f requests/s", pause, self.rate)
 
     def observe(self, limit: int | None, remaining: int | None, sent_at: float | None) -> None:
-        if sent_at is not None:
-            self.gauge.round_trip(time.monotonic() - sent_at)
+        self.gauge.answered()
         announced = limit if limit is not None and limit > 0 else 0
         if announced and announced < self.max_rate:
             log.info("server allows %d requests/s; lowering the shared rate from %.2f", announced, self.max_rate)

@@ -22,7 +22,7 @@ PUBMED_STORE = str(__import__("store.config", fromlist=["configured_store_path"]
 
 # Requests per second for the whole crawl: NCBI allows 3, or 10 with an API key.
 PUBMED_RATE = policy.default_rate(policy.api_key_from_env())
-PUBMED_RATE_MARGIN = 0.02  # seconds of grant-to-arrival jitter always allowed for, besides what is measured
+PUBMED_RATE_MARGIN = 0.03  # seconds of arrival jitter (network, server) tolerated, besides the measured send delays
 PUBMED_RATE_MARGIN_MAX = 0.25  # the measured margin never grows past this (the crawl then runs at 1/1.25 the rate)
 PUBMED_RETRY_AFTER_MAX = policy.RETRY_AFTER_MAX_S  # seconds a Retry-After (or X-RateLimit wish) is capped at
 PUBMED_RATE_COLD_ALLOWANCE = 0.1  # seconds a request after a quiet spell (new connection) may arrive late

@@ -171,6 +171,6 @@ def test_foreign_records_are_dropped_and_unusable_answers_fail(records: dict[int
 def test_the_rate_holds_under_arrival_jitter(records: dict[int, bytes]) -> None:
     pmids = sorted(records)[:24]
     with LocalEutils(records, rate_limit=4, jitter=0.08, seed=3) as server:
-        result = fetch_pubmed_sync(pmids, eutils_url=server.url, batch_size=2, rate=4, backoff=0.02)
+        result = fetch_pubmed_sync(pmids, eutils_url=server.url, batch_size=2, rate=4, backoff=0.02, jitter_margin=0.08)
         assert len(result.articles) == 24
         assert server.rate_limited == 0
