@@ -37,12 +37,14 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from crawler.baseline_fetch import Downloaded, Fetcher, Stopped
+from crawler.baseline_fetch import Downloaded, Fetcher, InOrder, Stopped
+from crawler.baseline_follow import stage_following
 from crawler.baseline_listing import (
     BASELINE,
     DEFAULT_BASE_URL,
@@ -52,7 +54,7 @@ from crawler.baseline_listing import (
     parse_listing,
     since_filter,
 )
-from crawler.baseline_load import LOADED_DIR, BaselineError, Loader, load_file
+from crawler.baseline_load import LOADED_DIR, BaselineError, Loader, discard_staged, load_file, publish_staged
 from eutils.request import Identity
 
 log = logging.getLogger(__name__)
@@ -173,12 +175,21 @@ def list_files(fetcher: Fetcher, options: DownloadOptions) -> list[RemoteFile]:
     return files
 
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: the loading process is killed with this one (SIGKILL included), never left loading alone."""
+_cancel: Any = None  # in the loading process: the Event that tells a follower to give up
+
+
+def _init_loading(parent: int, cancel: Any) -> None:
+    """Set up the loading process: it dies with this one (Linux, SIGKILL included) and knows ``cancel``."""
+    global _cancel
+    _cancel = cancel
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
+
+
+def _cancelled() -> bool:
+    return bool(_cancel is not None and _cancel.is_set())
 
 
 def _warm_up() -> None:
@@ -187,6 +198,25 @@ def _warm_up() -> None:
 
 def _publishing(store: Path, name: str) -> bool:
     return (store / LOADED_DIR / f"{name}.publishing.json").exists()
+
+
+class _LoadingProcess:
+    """The one process that parses and writes, so that CPU work does not hold the GIL against the downloads."""
+
+    def __init__(self) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        self.cancel = spawn.Event()
+        self.pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=spawn, initializer=_init_loading, initargs=(os.getpid(), self.cancel)
+        )
+        self.pool.submit(_warm_up)  # started now, so its imports overlap the first download
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.pool.submit(fn, *args, **kwargs).result()
+
+    def close(self) -> None:
+        self.cancel.set()  # a follower still waiting for bytes gives up
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
@@ -212,24 +242,16 @@ def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
     summary.listed = len(listed)
     todo = [f for f in listed if not (store / LOADED_DIR / f"{f.name}.done").exists()]
     summary.already_loaded = len(listed) - len(todo)
+    fetcher.in_order = InOrder([f.name for f in todo])
     progress = _Progress(len(todo), sum(f.size_hint or 0 for f in todo), options.progress_interval)
     fetcher.on_bytes = progress.add
     folder = store / DOWNLOAD_DIR
-    # Loading is CPU work that would hold the GIL against the download threads: it runs in a
-    # process of its own (one, so files still load strictly in order), started now so its
-    # imports overlap the first download.
-    spawn = multiprocessing.get_context("spawn")
-    loading = (
-        ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_die_with_parent, initargs=(os.getpid(),))
-        if todo
-        else None
-    )
-    if loading is not None:
-        loading.submit(_warm_up)
+    loading = _LoadingProcess() if todo else None
 
     def load_elsewhere(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
         assert loading is not None
-        return loading.submit(load_file, *args, **kwargs).result()
+        record: dict[str, Any] | None = loading.call(load_file, *args, **kwargs)
+        return record
 
     loader = Loader(store, part_rows=options.part_rows, progress=False, run=load_elsewhere)
 
@@ -243,13 +265,13 @@ def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
     try:
         with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="baseline-download") as pool:
             try:
-                _run(todo, pool, fetch, loader, summary, options, progress, stop)
+                _run(todo, pool, fetch, loader, loading, summary, options, progress, stop)
             finally:
                 stop.set()  # downloads still running stop at their next read and keep their partial files
     finally:
         progress.close()
         if loading is not None:
-            loading.shutdown(wait=True, cancel_futures=True)
+            loading.close()
     summary.bytes = progress.bytes
     summary.loaded = loader.summary.files
     summary.articles = loader.summary.articles
@@ -263,12 +285,13 @@ def _run(
     pool: ThreadPoolExecutor,
     fetch: Any,
     loader: Loader,
+    loading: _LoadingProcess | None,
     summary: DownloadSummary,
     options: DownloadOptions,
     progress: _Progress,
     stop: threading.Event,
 ) -> None:
-    """Keep up to ``2 * workers`` files in flight; load each, in order, when it has arrived."""
+    """Keep up to ``2 * workers`` files in flight; load each, in order, as it arrives."""
     pending: deque[tuple[RemoteFile, Future[Downloaded]]] = deque()
     upcoming: Iterator[RemoteFile] = iter(todo)
     window = 2 * options.workers
@@ -283,25 +306,61 @@ def _run(
     top_up()
     while pending:
         remote, future = pending.popleft()
+        arrived: list[Downloaded] = []
         try:
-            result = future.result()
+            if future.done() or _publishing(loader.store, remote.name) or loading is None:
+                arrived.append(future.result())
+                top_up()
+                loader.load(arrived[0].path, checked_md5=arrived[0].md5)
+            else:  # still downloading: stage it as it arrives, publish it once verified
+                loader.load_with(partial(_load_arriving, remote, future, loader, loading, arrived, top_up))
         except Stopped:
             return
-        except BaselineError as exc:
-            summary.failures.append(str(exc))
+        except (BaselineError, ValueError, OSError) as exc:  # ValueError: MalformedXMLError, SchemaError
+            summary.failures.append(str(exc) if remote.name in str(exc) else f"{remote.name}: {exc}")
             return
+        result = arrived[0]
         if result.reused and result.fetched == 0 and not _publishing(loader.store, remote.name):
             summary.reused += 1
         elif not result.reused:
             summary.downloaded += 1
-        top_up()
-        try:
-            loader.load(result.path, checked_md5=result.md5)
-        except (BaselineError, ValueError, OSError) as exc:  # ValueError: MalformedXMLError, SchemaError
-            summary.failures.append(str(exc) if remote.name in str(exc) else f"{remote.name}: {exc}")
-            return
         progress.file_done(loaded=True)
         log.info("%s: loaded", remote.name)
         if not options.keep_files:
             result.path.unlink(missing_ok=True)
             result.path.with_name(result.path.name + ".md5").unlink(missing_ok=True)
+
+
+def _load_arriving(
+    remote: RemoteFile,
+    future: Future[Downloaded],
+    loader: Loader,
+    loading: _LoadingProcess,
+    arrived: list[Downloaded],
+    top_up: Any,
+    stamp: dt.datetime,
+) -> dict[str, Any] | None:
+    """Stage ``remote`` in the loading process while it downloads; publish it if the verified MD5 matches."""
+    store, folder = loader.store, loader.store / DOWNLOAD_DIR
+    staged = loading.pool.submit(stage_following, folder, remote.name, store, loader.part_rows, stamp, _cancelled)
+    try:
+        result = future.result()
+    except BaseException:
+        loading.cancel.set()  # the follower stops waiting for bytes that will not come
+        with contextlib.suppress(Exception):
+            staged.result()
+        loading.cancel.clear()
+        raise
+    arrived.append(result)
+    top_up()
+    plan = staged.result()
+    if plan is not None and result.digest is not None and plan["md5"] == result.digest:
+        plan["md5"] = result.md5
+        record: dict[str, Any] = loading.call(publish_staged, store, plan)
+        return record
+    if plan is not None:  # the bytes it parsed are not the verified file's: never published
+        log.info("%s: staged bytes do not match the verified download; loading it again", remote.name)
+        loading.call(discard_staged, store, remote.name)
+    return loader.run(
+        result.path, store, part_rows=loader.part_rows, fetched_at=stamp, checked_md5=result.md5, progress=False
+    )
