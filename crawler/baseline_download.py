@@ -7,10 +7,14 @@ only what is new or unfinished. ``workers`` threads (default 3: at most three co
 to NCBI) download files in file order through `crawler.baseline_fetch.Fetcher` into
 ``<store>/_download/``; the calling thread loads them strictly in file order with
 `crawler.baseline_load.Loader` (baseline first, then updates with their deletions), each
-as soon as it and every file before it are in. The parsing and writing runs in one
-separate process, so that CPU work does not hold the interpreter lock against the
-download threads: loading overlaps downloading, and the run takes about as long as the
-slower of the two.
+as soon as every file before it is in. A file still downloading when its turn comes is
+staged as its bytes arrive (`crawler.baseline_follow`) and published only once its
+download has verified the same MD5; otherwise the verified file is loaded afresh.
+`crawler.baseline_fetch.InOrder` gives the bandwidth to the earliest unfinished file, so
+files complete in order and the last one's load ends just after its last byte. The
+parsing and writing runs in one separate process, so that CPU work does not hold the
+interpreter lock against the download threads: loading overlaps downloading, and the
+run takes about as long as the slower of the two.
 
 The first file that cannot be downloaded or loaded stops the run: no later file is
 loaded (order matters for updates and deletions), downloads in flight stop and keep their
@@ -204,12 +208,16 @@ class _LoadingProcess:
     """The one process that parses and writes, so that CPU work does not hold the GIL against the downloads."""
 
     def __init__(self) -> None:
-        spawn = multiprocessing.get_context("spawn")
-        self.cancel = spawn.Event()
+        # Forked when this process has no other thread (the command line): the child starts in
+        # milliseconds with every module already imported. Otherwise (a server thread in a
+        # test, a host application) spawned, which is safe with threads but imports afresh.
+        fork = sys.platform.startswith("linux") and threading.active_count() == 1
+        context = multiprocessing.get_context("fork" if fork else "spawn")
+        self.cancel = context.Event()
         self.pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=spawn, initializer=_init_loading, initargs=(os.getpid(), self.cancel)
+            max_workers=1, mp_context=context, initializer=_init_loading, initargs=(os.getpid(), self.cancel)
         )
-        self.pool.submit(_warm_up)  # started now, so its imports overlap the first download
+        self.pool.submit(_warm_up)  # started now, so a spawned child's imports overlap the first download
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return self.pool.submit(fn, *args, **kwargs).result()
@@ -260,6 +268,7 @@ def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
             return Downloaded(folder / remote.name, None, 0, True)
         result = fetcher.download(remote, folder, require_md5=options.require_md5)
         progress.file_done(loaded=False)
+        log.info("%s: downloaded and verified (%s bytes fetched)", remote.name, f"{result.fetched:,}")
         return result
 
     try:

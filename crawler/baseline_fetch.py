@@ -3,7 +3,9 @@
 `Fetcher.download` streams the body to ``<folder>/.tmp-<name>`` as it arrives (reads of
 up to 1 MiB), hashing as it writes. A dropped connection, a timeout, a short body or a 5xx/429 answer is
 retried with backoff, and each retry asks only for the missing bytes (HTTP ``Range``);
-a server that ignores the range starts the file over. When the body is complete its MD5
+a server that ignores the range starts the file over (a new temp file, not the old one
+truncated, so a reader of the old bytes sees it replaced). With `InOrder` the bandwidth
+goes to the earliest file first. When the body is complete its MD5
 is checked against the ``.md5`` NCBI lists beside it: a mismatch throws the bytes away
 and downloads again, up to ``tries`` times, then fails. A good file is fsynced and
 renamed to ``<folder>/<name>``, with its checksum in ``<name>.md5`` beside it; a file
