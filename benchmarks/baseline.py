@@ -2,8 +2,10 @@
 
 A local NCBI-like file server (`devtools.baseline_server`) serves ``--files`` synthetic
 baseline files of ``--file-mb`` MB of XML each (real records with fresh PMIDs, built
-under ``--data``), throttled to ``--bandwidth`` bytes/second for the whole server. In the
-same run it measures, each in a fresh process:
+under ``--data``), throttled to ``--bandwidth`` bytes/second for the whole server, with a
+``--send-buffer`` socket buffer per connection so that the throttled loopback link behaves
+like a real one (a connection nobody reads stops taking bandwidth once its window is
+full; see `devtools.baseline_server`). In the same run it measures, each in a fresh process:
 
 - download only: plain ``curl`` of the same files, one after another (what wget/curl
   scripts do);
@@ -76,6 +78,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=16, help="synthetic baseline files")
     parser.add_argument("--file-mb", type=float, default=10.0, help="MB of XML per file (about 1/5 of that gzipped)")
     parser.add_argument("--bandwidth", type=float, default=4e6, help="server bandwidth, bytes/second (all connections)")
+    parser.add_argument(
+        "--send-buffer", type=int, default=64 * 1024, help="server socket send buffer per connection, bytes (0: kernel)"
+    )
     parser.add_argument("--workers", type=int, default=3, help="--workers of the download")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the fastest of each is kept")
     parser.add_argument("--big-mb", type=float, default=0.0, help="also download-and-load one file this large (MB XML)")
@@ -100,7 +105,9 @@ def main() -> None:
     runs.mkdir()
 
     best: dict[str, tuple[float, float, str]] = {}
-    with BaselineServer({"baseline": [source / n for n in names]}, bandwidth=args.bandwidth) as server:
+    with BaselineServer(
+        {"baseline": [source / n for n in names]}, bandwidth=args.bandwidth, send_buffer=args.send_buffer or None
+    ) as server:
         urls = [f"{server.url}baseline/{n}" for n in names]
         for round_ in range(args.repeat):  # interleaved rounds; each measurement keeps its fastest
             folder = runs / f"round{round_}"
@@ -129,7 +136,8 @@ def main() -> None:
     floor = max(curl_s, load_s)
     print(
         f"job: {args.files} files, {mb:.1f} MB gzipped ({args.file_mb:g} MB XML each), {records:,} records; "
-        f"server bandwidth {args.bandwidth / 1e6:g} MB/s; fastest of {args.repeat} interleaved rounds"
+        f"server bandwidth {args.bandwidth / 1e6:g} MB/s, send buffer {args.send_buffer // 1024} KiB; "
+        f"--workers {args.workers}; fastest of {args.repeat} interleaved rounds"
     )
     print(f"download only (curl, sequential)  : {curl_s:6.1f} s  {mb / curl_s:6.2f} MB/s")
     print(

@@ -7,10 +7,14 @@ only what is new or unfinished. ``workers`` threads (default 3: at most three co
 to NCBI) download files in file order through `crawler.baseline_fetch.Fetcher` into
 ``<store>/_download/``; the calling thread loads them strictly in file order with
 `crawler.baseline_load.Loader` (baseline first, then updates with their deletions), each
-as soon as it and every file before it are in. The parsing and writing runs in one
-separate process, so that CPU work does not hold the interpreter lock against the
-download threads: loading overlaps downloading, and the run takes about as long as the
-slower of the two.
+as soon as every file before it is in. A file still downloading when its turn comes is
+staged as its bytes arrive (`crawler.baseline_follow`) and published only once its
+download has verified the same MD5; otherwise the verified file is loaded afresh.
+`crawler.baseline_fetch.InOrder` gives the bandwidth to the earliest unfinished file, so
+files complete in order and the last one's load ends just after its last byte. The
+parsing and writing runs in one separate process, so that CPU work does not hold the
+interpreter lock against the download threads: loading overlaps downloading, and the
+run takes about as long as the slower of the two.
 
 The first file that cannot be downloaded or loaded stops the run: no later file is
 loaded (order matters for updates and deletions), downloads in flight stop and keep their
@@ -37,12 +41,14 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from crawler.baseline_fetch import Downloaded, Fetcher, Stopped
+from crawler.baseline_fetch import Downloaded, Fetcher, InOrder, Stopped
+from crawler.baseline_follow import stage_following
 from crawler.baseline_listing import (
     BASELINE,
     DEFAULT_BASE_URL,
@@ -52,7 +58,7 @@ from crawler.baseline_listing import (
     parse_listing,
     since_filter,
 )
-from crawler.baseline_load import LOADED_DIR, BaselineError, Loader, load_file
+from crawler.baseline_load import LOADED_DIR, BaselineError, Loader, discard_staged, load_file, publish_staged
 from eutils.request import Identity
 
 log = logging.getLogger(__name__)
@@ -173,12 +179,21 @@ def list_files(fetcher: Fetcher, options: DownloadOptions) -> list[RemoteFile]:
     return files
 
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: the loading process is killed with this one (SIGKILL included), never left loading alone."""
+_cancel: Any = None  # in the loading process: the Event that tells a follower to give up
+
+
+def _init_loading(parent: int, cancel: Any) -> None:
+    """Set up the loading process: it dies with this one (Linux, SIGKILL included) and knows ``cancel``."""
+    global _cancel
+    _cancel = cancel
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
+
+
+def _cancelled() -> bool:
+    return bool(_cancel is not None and _cancel.is_set())
 
 
 def _warm_up() -> None:
@@ -187,6 +202,29 @@ def _warm_up() -> None:
 
 def _publishing(store: Path, name: str) -> bool:
     return (store / LOADED_DIR / f"{name}.publishing.json").exists()
+
+
+class _LoadingProcess:
+    """The one process that parses and writes, so that CPU work does not hold the GIL against the downloads."""
+
+    def __init__(self) -> None:
+        # Forked when this process has no other thread (the command line): the child starts in
+        # milliseconds with every module already imported. Otherwise (a server thread in a
+        # test, a host application) spawned, which is safe with threads but imports afresh.
+        fork = sys.platform.startswith("linux") and threading.active_count() == 1
+        context = multiprocessing.get_context("fork" if fork else "spawn")
+        self.cancel = context.Event()
+        self.pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=context, initializer=_init_loading, initargs=(os.getpid(), self.cancel)
+        )
+        self.pool.submit(_warm_up)  # started now, so a spawned child's imports overlap the first download
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.pool.submit(fn, *args, **kwargs).result()
+
+    def close(self) -> None:
+        self.cancel.set()  # a follower still waiting for bytes gives up
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
@@ -212,24 +250,16 @@ def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
     summary.listed = len(listed)
     todo = [f for f in listed if not (store / LOADED_DIR / f"{f.name}.done").exists()]
     summary.already_loaded = len(listed) - len(todo)
+    fetcher.in_order = InOrder([f.name for f in todo])
     progress = _Progress(len(todo), sum(f.size_hint or 0 for f in todo), options.progress_interval)
     fetcher.on_bytes = progress.add
     folder = store / DOWNLOAD_DIR
-    # Loading is CPU work that would hold the GIL against the download threads: it runs in a
-    # process of its own (one, so files still load strictly in order), started now so its
-    # imports overlap the first download.
-    spawn = multiprocessing.get_context("spawn")
-    loading = (
-        ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=_die_with_parent, initargs=(os.getpid(),))
-        if todo
-        else None
-    )
-    if loading is not None:
-        loading.submit(_warm_up)
+    loading = _LoadingProcess() if todo else None
 
     def load_elsewhere(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
         assert loading is not None
-        return loading.submit(load_file, *args, **kwargs).result()
+        record: dict[str, Any] | None = loading.call(load_file, *args, **kwargs)
+        return record
 
     loader = Loader(store, part_rows=options.part_rows, progress=False, run=load_elsewhere)
 
@@ -238,18 +268,19 @@ def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
             return Downloaded(folder / remote.name, None, 0, True)
         result = fetcher.download(remote, folder, require_md5=options.require_md5)
         progress.file_done(loaded=False)
+        log.info("%s: downloaded and verified (%s bytes fetched)", remote.name, f"{result.fetched:,}")
         return result
 
     try:
         with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="baseline-download") as pool:
             try:
-                _run(todo, pool, fetch, loader, summary, options, progress, stop)
+                _run(todo, pool, fetch, loader, loading, summary, options, progress, stop)
             finally:
                 stop.set()  # downloads still running stop at their next read and keep their partial files
     finally:
         progress.close()
         if loading is not None:
-            loading.shutdown(wait=True, cancel_futures=True)
+            loading.close()
     summary.bytes = progress.bytes
     summary.loaded = loader.summary.files
     summary.articles = loader.summary.articles
@@ -263,12 +294,13 @@ def _run(
     pool: ThreadPoolExecutor,
     fetch: Any,
     loader: Loader,
+    loading: _LoadingProcess | None,
     summary: DownloadSummary,
     options: DownloadOptions,
     progress: _Progress,
     stop: threading.Event,
 ) -> None:
-    """Keep up to ``2 * workers`` files in flight; load each, in order, when it has arrived."""
+    """Keep up to ``2 * workers`` files in flight; load each, in order, as it arrives."""
     pending: deque[tuple[RemoteFile, Future[Downloaded]]] = deque()
     upcoming: Iterator[RemoteFile] = iter(todo)
     window = 2 * options.workers
@@ -283,25 +315,61 @@ def _run(
     top_up()
     while pending:
         remote, future = pending.popleft()
+        arrived: list[Downloaded] = []
         try:
-            result = future.result()
+            if future.done() or _publishing(loader.store, remote.name) or loading is None:
+                arrived.append(future.result())
+                top_up()
+                loader.load(arrived[0].path, checked_md5=arrived[0].md5)
+            else:  # still downloading: stage it as it arrives, publish it once verified
+                loader.load_with(partial(_load_arriving, remote, future, loader, loading, arrived, top_up))
         except Stopped:
             return
-        except BaselineError as exc:
-            summary.failures.append(str(exc))
+        except (BaselineError, ValueError, OSError) as exc:  # ValueError: MalformedXMLError, SchemaError
+            summary.failures.append(str(exc) if remote.name in str(exc) else f"{remote.name}: {exc}")
             return
+        result = arrived[0]
         if result.reused and result.fetched == 0 and not _publishing(loader.store, remote.name):
             summary.reused += 1
         elif not result.reused:
             summary.downloaded += 1
-        top_up()
-        try:
-            loader.load(result.path, checked_md5=result.md5)
-        except (BaselineError, ValueError, OSError) as exc:  # ValueError: MalformedXMLError, SchemaError
-            summary.failures.append(str(exc) if remote.name in str(exc) else f"{remote.name}: {exc}")
-            return
         progress.file_done(loaded=True)
         log.info("%s: loaded", remote.name)
         if not options.keep_files:
             result.path.unlink(missing_ok=True)
             result.path.with_name(result.path.name + ".md5").unlink(missing_ok=True)
+
+
+def _load_arriving(
+    remote: RemoteFile,
+    future: Future[Downloaded],
+    loader: Loader,
+    loading: _LoadingProcess,
+    arrived: list[Downloaded],
+    top_up: Any,
+    stamp: dt.datetime,
+) -> dict[str, Any] | None:
+    """Stage ``remote`` in the loading process while it downloads; publish it if the verified MD5 matches."""
+    store, folder = loader.store, loader.store / DOWNLOAD_DIR
+    staged = loading.pool.submit(stage_following, folder, remote.name, store, loader.part_rows, stamp, _cancelled)
+    try:
+        result = future.result()
+    except BaseException:
+        loading.cancel.set()  # the follower stops waiting for bytes that will not come
+        with contextlib.suppress(Exception):
+            staged.result()
+        loading.cancel.clear()
+        raise
+    arrived.append(result)
+    top_up()
+    plan = staged.result()
+    if plan is not None and result.digest is not None and plan["md5"] == result.digest:
+        plan["md5"] = result.md5
+        record: dict[str, Any] = loading.call(publish_staged, store, plan)
+        return record
+    if plan is not None:  # the bytes it parsed are not the verified file's: never published
+        log.info("%s: staged bytes do not match the verified download; loading it again", remote.name)
+        loading.call(discard_staged, store, remote.name)
+    return loader.run(
+        result.path, store, part_rows=loader.part_rows, fetched_at=stamp, checked_md5=result.md5, progress=False
+    )

@@ -3,7 +3,9 @@
 `Fetcher.download` streams the body to ``<folder>/.tmp-<name>`` as it arrives (reads of
 up to 1 MiB), hashing as it writes. A dropped connection, a timeout, a short body or a 5xx/429 answer is
 retried with backoff, and each retry asks only for the missing bytes (HTTP ``Range``);
-a server that ignores the range starts the file over. When the body is complete its MD5
+a server that ignores the range starts the file over (a new temp file, not the old one
+truncated, so a reader of the old bytes sees it replaced). With `InOrder` the bandwidth
+goes to the earliest file first. When the body is complete its MD5
 is checked against the ``.md5`` NCBI lists beside it: a mismatch throws the bytes away
 and downloads again, up to ``tries`` times, then fails. A good file is fsynced and
 renamed to ``<folder>/<name>``, with its checksum in ``<name>.md5`` beside it; a file
@@ -29,7 +31,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from crawler.baseline_listing import RemoteFile
 from crawler.baseline_load import BaselineError, md5_from_text
@@ -62,12 +64,50 @@ class _Transient(Exception):
 
 @dataclass
 class Downloaded:
-    """A verified file on disk; ``fetched`` is how many bytes this call took off the network."""
+    """A verified file on disk; ``fetched`` is how many bytes this call took off the network.
+
+    ``md5``: the checksum it was verified against (None when none was listed);
+    ``digest``: the MD5 of its bytes, when it was computed.
+    """
 
     path: Path
     md5: str | None
     fetched: int
     reused: bool
+    digest: str | None = None
+
+
+class InOrder:
+    """Gives the bandwidth to the earliest file first: a later file's body waits while an earlier one is read.
+
+    Files are ranked by their position in ``names``. A download counts as reading from its
+    response headers to its last body byte; one waiting to retry does not hold the others
+    back. Before each read a download waits while a file ranked before it is reading, so
+    with a shared bottleneck (one link, one server budget) files complete in order, each at
+    about the full rate, and the other connections wait with their requests answered.
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        self._rank = {name: i for i, name in enumerate(names)}
+        self._reading: set[int] = set()
+        self._changed = threading.Condition()
+
+    def start(self, name: str) -> None:
+        with self._changed:
+            self._reading.add(self._rank.get(name, -1))
+
+    def wait_turn(self, name: str, stop: threading.Event) -> None:
+        """Return once no file ranked before ``name`` is reading (or the run stops)."""
+        rank = self._rank.get(name, -1)
+        with self._changed:
+            while min(self._reading, default=rank) < rank and not stop.is_set():
+                self._changed.wait(0.1)
+
+    def done(self, name: str) -> None:
+        """``name`` is no longer being read (complete, cut off, or stopped)."""
+        with self._changed:
+            self._reading.discard(self._rank.get(name, -1))
+            self._changed.notify_all()
 
 
 class Fetcher:
@@ -83,6 +123,7 @@ class Fetcher:
         backoff: float = 1.0,
         stop: threading.Event | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        in_order: InOrder | None = None,
     ) -> None:
         if tries < 1 or retries < 0:
             raise ValueError("tries must be at least 1 and retries at least 0")
@@ -93,6 +134,7 @@ class Fetcher:
         self.backoff = backoff
         self.stop = stop or threading.Event()
         self.on_bytes = on_bytes or (lambda n: None)
+        self.in_order = in_order
 
     # ------------------------------------------------------------------ HTTP
 
@@ -172,7 +214,7 @@ class Fetcher:
         if target.is_file() and (want is None or _file_md5(target) == want):
             log.info("%s: already downloaded", remote.name)
             self._write_md5(target, want)
-            return Downloaded(target, want, 0, True)
+            return Downloaded(target, want, 0, True, want)
         partial = folder / f"{TEMP_PREFIX}{remote.name}"
         fetched = 0
         retries = [0]
@@ -183,7 +225,7 @@ class Fetcher:
             if want is None or got == want:
                 _publish(partial, target)
                 self._write_md5(target, want)
-                return Downloaded(target, want, fetched, False)
+                return Downloaded(target, want, fetched, False, got)
             partial.unlink()
             if attempt < self.tries:
                 log.warning(
@@ -213,7 +255,6 @@ class Fetcher:
                 return 0, _file_md5(partial)
             partial.unlink()
             raise _Transient("HTTP 416 for a partial file; starting over") from None
-        received = 0
         with answer:
             length = answer.headers.get("Content-Length")
             if answer.status == 206:
@@ -225,26 +266,41 @@ class Fetcher:
             else:  # the whole file: a first request, or a server that ignored the range
                 if have:
                     log.info("%s: server ignored the Range request; starting over", remote.name)
+                # a new file, not the old one truncated: a reader of the old bytes sees it replaced
+                partial.unlink(missing_ok=True)
                 have, mode = 0, "wb"
                 digest = hashlib.md5(usedforsecurity=False)
             expected = int(length) if length is not None else None
             with open(partial, mode) as out:
-                try:
-                    while True:
-                        if self.stop.is_set():
-                            raise Stopped(remote.name)
-                        block = answer.read1(READ_SIZE)  # what has arrived, up to READ_SIZE: no waiting to fill
-                        if not block:
-                            break
-                        out.write(block)
-                        digest.update(block)
-                        received += len(block)
-                        self.on_bytes(len(block))
-                except (OSError, http.client.HTTPException) as exc:
-                    raise _Transient(f"connection lost after {have + received:,} bytes: {exc}") from None
+                received = self._read_body(remote.name, answer, out, digest, have)
         if expected is not None and received < expected:
             raise _Transient(f"connection closed after {have + received:,} of {have + expected:,} bytes")
         return received, digest.hexdigest()
+
+    def _read_body(self, name: str, answer: http.client.HTTPResponse, out: Any, digest: Any, have: int) -> int:
+        """Copy the body to ``out`` as it arrives, hashing it; returns how many bytes arrived."""
+        received = 0
+        if self.in_order is not None:
+            self.in_order.start(name)
+        try:
+            while True:
+                if self.in_order is not None:
+                    self.in_order.wait_turn(name, self.stop)
+                if self.stop.is_set():
+                    raise Stopped(name)
+                block = answer.read1(READ_SIZE)  # what has arrived, up to READ_SIZE: no waiting to fill
+                if not block:
+                    break
+                out.write(block)
+                digest.update(block)
+                received += len(block)
+                self.on_bytes(len(block))
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Transient(f"connection lost after {have + received:,} bytes: {exc}") from None
+        finally:
+            if self.in_order is not None:
+                self.in_order.done(name)
+        return received
 
     def _write_md5(self, target: Path, md5: str | None) -> None:
         if md5 is not None:

@@ -17,6 +17,9 @@ Files are loaded in the order given, each one all-or-nothing:
 A rerun skips files with a ``.done`` marker, finishes a publication a crash interrupted,
 and restarts a file whose parsing never completed. A bad file (checksum mismatch,
 truncated or malformed XML) stops the run with exit status 1 and publishes nothing of it.
+`stage_stream` (step 2, from any stream) and `publish_staged` (steps 3 and 4) also serve a
+download that stages a file while its bytes arrive and publishes it only once its checksum
+has verified (`crawler.baseline_follow`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
@@ -167,24 +170,39 @@ def _publish(store: Path, plan_path: Path, staging: Path, done: Path) -> dict[st
     return dict(plan)
 
 
-def _stage(path: Path, staging: Path, part_rows: int, fetched_at: dt.datetime, bar: tqdm) -> dict[str, Any]:
-    """Parse ``path`` into Parquet parts under ``staging``; returns the publication plan."""
+def stage_stream(stream: BinaryIO, name: str, staging: Path, part_rows: int, fetched_at: dt.datetime) -> dict[str, Any]:
+    """Parse the file read from ``stream`` into Parquet parts under ``staging``; returns its publication plan.
+
+    Nothing is published: `publish_staged` does that. A parse error raises with the
+    parts written so far still in ``staging``; the caller drops them.
+    """
     writer = ArticleWriter(staging, part_rows=part_rows)
     articles = deletions = 0
-    with open(path, "rb", buffering=0) as raw:
-        stream = io.BufferedReader(_CountingReader(raw, bar), buffer_size=1 << 20)
-        for item in iter_pubmed_records(stream, source="baseline", fetched_at=fetched_at, name=str(path)):
-            if isinstance(item, Article):
-                writer.write(item.row)
-                articles += 1
-            else:
-                writer.delete(item.pmids, "baseline")
-                deletions += len(item.pmids)
+    for item in iter_pubmed_records(stream, source="baseline", fetched_at=fetched_at, name=name):
+        if isinstance(item, Article):
+            writer.write(item.row)
+            articles += 1
+        else:
+            writer.delete(item.pmids, "baseline")
+            deletions += len(item.pmids)
     writer.flush()  # only reached when the whole file parsed: nothing of a bad file is staged for publication
     parts: dict[str, list[str]] = {ARTICLES_DIR: [], DELETIONS_DIR: []}
     for part in writer.parts_written:
         parts[part.parent.name].append(part.name)
-    return {"file": path.name, "parts": parts, "articles": articles, "deletions": deletions}
+    return {"file": Path(name).name, "parts": parts, "articles": articles, "deletions": deletions}
+
+
+def publish_staged(store: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    """Publish the parts `stage_stream` staged for ``plan["file"]`` and mark the file done; returns its record."""
+    done, plan_path, staging = _markers(store, plan["file"])
+    (store / LOADED_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(plan_path, plan)
+    return _publish(store, plan_path, staging, done)
+
+
+def discard_staged(store: Path, name: str) -> None:
+    """Drop what was staged for ``name`` without publishing it."""
+    _drop_staging(_markers(store, name)[2])
 
 
 def load_file(
@@ -223,16 +241,16 @@ def load_file(
         disable=not (progress and sys.stderr.isatty()),
     )
     try:
-        plan = _stage(path, staging, part_rows, stamp, bar)
+        with open(path, "rb", buffering=0) as raw:
+            stream = io.BufferedReader(_CountingReader(raw, bar), buffer_size=1 << 20)
+            plan = stage_stream(stream, str(path), staging, part_rows, stamp)
     except BaseException:
         _drop_staging(staging)
         raise
     finally:
         bar.close()
     plan["md5"] = md5
-    (store / LOADED_DIR).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(plan_path, plan)
-    return _publish(store, plan_path, staging, done)
+    return publish_staged(store, plan)
 
 
 class Loader:
@@ -262,12 +280,8 @@ class Loader:
 
     def load(self, path: Path, *, checked_md5: str | None = None) -> dict[str, Any] | None:
         """Load ``path`` (see `load_file`), counting it in ``summary``; None when already loaded."""
-        started = time.perf_counter()
-        stamp = dt.datetime.now(dt.UTC)
-        if self._last is not None and stamp <= self._last:
-            stamp = self._last + dt.timedelta(milliseconds=1)
-        try:
-            record = self.run(
+        return self.load_with(
+            lambda stamp: self.run(
                 Path(path),
                 self.store,
                 part_rows=self.part_rows,
@@ -276,6 +290,16 @@ class Loader:
                 checked_md5=checked_md5,
                 progress=self.progress,
             )
+        )
+
+    def load_with(self, load: Callable[[dt.datetime], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """Run ``load(stamp)``, which loads one file with rows stamped ``stamp``, counting its record."""
+        started = time.perf_counter()
+        stamp = dt.datetime.now(dt.UTC)
+        if self._last is not None and stamp <= self._last:
+            stamp = self._last + dt.timedelta(milliseconds=1)
+        try:
+            record = load(stamp)
         finally:
             self._last = max(dt.datetime.now(dt.UTC), stamp + dt.timedelta(milliseconds=1))
             self.summary.seconds += time.perf_counter() - started

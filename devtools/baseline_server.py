@@ -12,7 +12,12 @@ Misbehaviour on demand, per file name:
 - ``corrupt``: the body is served with one byte flipped, every time (the ``.md5`` is right);
 - ``missing``: the file is listed but answers 404;
 - ``no_md5``: no ``.md5`` is listed or served for it;
-- ``bandwidth``: bytes per second for the whole server (all connections share it).
+- ``bandwidth``: bytes per second for the whole server (all connections share it);
+- ``send_buffer``: each connection's socket send buffer, in bytes. Over a real link a
+  client that stops reading stops taking bandwidth once the TCP window is full; on
+  loopback the kernel buffers megabytes per connection, whole small files, so a
+  throttled server spends its budget on bytes nobody is reading yet. A send buffer of
+  tens of KiB makes a throttled loopback server behave like the link it stands for.
 
 ``max_in_flight`` is the most file bodies ever sent at once (connections in use).
 
@@ -34,6 +39,7 @@ import datetime as dt
 import hashlib
 import html
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -113,6 +119,7 @@ class BaselineServer:
         missing: Iterable[str] = (),
         no_md5: Iterable[str] = (),
         port: int = 0,
+        send_buffer: int | None = None,
     ) -> None:
         self._files: dict[str, dict[str, _File]] = {name: {} for name in LISTINGS}
         self.corrupt = set(corrupt)
@@ -120,6 +127,7 @@ class BaselineServer:
         self.no_md5 = set(no_md5)
         self.drop_after: dict[str, int] = {}
         self.throttle = _Throttle(bandwidth)
+        self.send_buffer = send_buffer
         self._lock = threading.Lock()
         self._log: list[Served] = []
         self._in_flight = 0
@@ -235,6 +243,11 @@ class _Handler(BaseHTTPRequestHandler):
     owner: BaselineServer
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        if self.owner.send_buffer:
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.owner.send_buffer)
+        super().setup()
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
         return
 
@@ -334,13 +347,14 @@ def main() -> None:
     parser.add_argument("--updates", type=Path, help="folder of update .xml.gz files")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
     parser.add_argument("--bandwidth", type=float, default=None, help="bytes/second for the whole server")
+    parser.add_argument("--send-buffer", type=int, default=None, help="socket send buffer per connection, bytes")
     args = parser.parse_args()
     files = {
         listing: sorted(folder.glob("*.xml.gz"))
         for listing, folder in (("baseline", args.baseline), ("updatefiles", args.updates))
         if folder is not None
     }
-    with BaselineServer(files, bandwidth=args.bandwidth, port=args.port) as server:
+    with BaselineServer(files, bandwidth=args.bandwidth, port=args.port, send_buffer=args.send_buffer) as server:
         print(server.url, flush=True)
         try:
             while True:

@@ -147,6 +147,7 @@ def test_corrupted_file_is_downloaded_again_then_refused(serve, tmp_path):
     assert "pubmed20n0002.xml.gz: MD5 mismatch after 2 downloads" in result.output
     assert stored_pmids(store) == set(range(1, 11))  # the file before it loaded; nothing after it did
     assert not (store / "_loaded" / "pubmed20n0002.xml.gz.done").exists()
+    assert not (store / "_staging" / "pubmed20n0002.xml.gz").exists()  # what was staged as it arrived is dropped
     assert "1 failures" in result.output
 
 
