@@ -43,16 +43,8 @@ from indexer.factory import (
 from indexer.files import remove_unreferenced
 from indexer.lock import index_lock
 from indexer.manifest import TRAINED_PREFIX, Manifest, read_manifest, write_manifest
-from indexer.ranges import (
-    PAUSE_ENV,
-    RangePlan,
-    Settings,
-    ShardJob,
-    ShardResult,
-    build_ranges,
-    plan_range,
-    sample_range,
-)
+from indexer.planning import RangePlan, RangeSample, plan_range, sample_range
+from indexer.ranges import PAUSE_ENV, Settings, ShardJob, ShardResult, build_ranges
 from indexer.recall import exact_codes
 from indexer.recall import measure_recall as _measure_recall
 from indexer.shards import sha256_file
@@ -190,9 +182,7 @@ class LocalEngine:
             tick(1)
         return plans
 
-    def sample(
-        self, settings: Settings, chosen: list[tuple[int, int, np.ndarray]]
-    ) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+    def sample(self, settings: Settings, chosen: list[tuple[int, int, np.ndarray]]) -> list[RangeSample]:
         return [sample_range(settings, lo, hi, pmids, self._embedder) for lo, hi, pmids in chosen]
 
     def build(
@@ -466,9 +456,10 @@ class _Rebuild:
         bars.open("training sample", len(chosen), "range")
         pieces = self.engine.sample(self.settings, chosen)
         bars.tick("training sample", len(chosen))
-        ids = np.concatenate([x[0] for x in pieces])
-        vectors = np.concatenate([x[1] for x in pieces])
-        keys = [k for x in pieces for k in x[2]]
+        ids = np.concatenate([x.ids for x in pieces])
+        vectors = np.concatenate([x.vectors for x in pieces])
+        keys = [k for x in pieces for k in x.keys]
+        self.summary.embed_seconds += sum(x.embed_seconds for x in pieces)
         take = min(wanted, len(ids))
         positions = (
             np.sort(np.argpartition(hash_z(ids, 2), take - 1)[:take]) if take < len(ids) else np.arange(len(ids))

@@ -1,12 +1,13 @@
-"""The per-range work of a rebuild: plan, sample and build one shard's PMID range.
+"""The per-range work of a rebuild: read a shard's PMID range and build its shard.
 
 Each function reads its range from the Parquet store with `store.reader.iter_live_batches`
 and returns only numbers, vectors and shard entries, never article text: the local
-engine calls them in this process, the Ray engine runs them as tasks on its workers.
-`build_ranges` tokenises each batch of articles once (`Chunker.chunk_many`) in a
-producer thread, which runs ahead of the model through a bounded queue, so the model
-never waits for reading, splitting or tokenising. Memory is bounded by one shard (its
-ids table and FAISS index) plus ``PREFETCH`` batches of ``BATCH_ARTICLES`` articles.
+engine calls them in this process, the Ray engine runs them as tasks on its workers
+(the planning passes are in `indexer.planning`). `build_ranges` tokenises each batch
+of articles once (`Chunker.chunk_many`) in a producer thread, which runs ahead of the
+model through a bounded queue, so the model never waits for reading, splitting or
+tokenising. Memory is bounded by one shard (its ids table and FAISS index) plus
+``PREFETCH`` batches of ``BATCH_ARTICLES`` articles.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import pyarrow.compute as pc
 from indexer.cache import EmbeddingCache
 from indexer.chunking import Chunk, Chunker, chunk_id, chunk_key, document_hash
 from indexer.embedding import Embedder
-from indexer.factory import add_vectors, hash_z
+from indexer.factory import add_vectors
 from indexer.manifest import Manifest, read_manifest
 from indexer.shards import (
     IDS_SCHEMA,
@@ -104,77 +105,28 @@ def worker_for(settings: Settings, embedder: Embedder | None = None) -> Worker:
     return _WORKERS[key]
 
 
-def read_range(store: str, lo: int, hi: int) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
-    """(pmids, titles, abstracts) of the live articles with some text in ``[lo, hi)``, in PMID order."""
-    from store.reader import iter_live_batches
+def live_tables(store: Any, lo: int, hi: int) -> Iterator[pa.Table]:
+    """Arrow tables (pmid, title, abstract) of the live articles with some text in ``[lo, hi)``, in
+    PMID order; ``store`` is a store path or an open `store.reader.StoreIndex`."""
+    from store.reader import StoreIndex
 
-    for table in iter_live_batches(store, lo, hi, columns=["title", "abstract"], batch_pmids=READ_BATCH_PMIDS):
+    index = store if isinstance(store, StoreIndex) else StoreIndex(store)
+    for table in index.iter_live_batches(lo, hi, columns=["title", "abstract"], batch_pmids=READ_BATCH_PMIDS):
         has_text = pc.or_(
             pc.greater(pc.utf8_length(pc.fill_null(table.column("title"), "")), 0),
             pc.greater(pc.utf8_length(pc.fill_null(table.column("abstract"), "")), 0),
         )
-        table = table.filter(has_text)
+        yield table.filter(has_text)
+
+
+def read_range(store: str, lo: int, hi: int) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
+    """(pmids, titles, abstracts) of the live articles with some text in ``[lo, hi)``, in PMID order."""
+    for table in live_tables(store, lo, hi):
         for first in range(0, table.num_rows, BATCH_ARTICLES):
             part = table.slice(first, BATCH_ARTICLES)
             titles = [t or "" for t in part.column("title").to_pylist()]
             abstracts = [a or "" for a in part.column("abstract").to_pylist()]
             yield part.column("pmid").to_numpy().astype(np.int64), titles, abstracts
-
-
-def _bottom(z: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    if len(z) <= size:
-        return z, values
-    keep = np.argpartition(z, size - 1)[:size]
-    return z[keep], values[keep]
-
-
-# -- planning ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class RangePlan:
-    """Counts and hash-sample candidates of one range (no text)."""
-
-    lo: int
-    hi: int
-    articles: int = 0
-    ratio_z: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    ratio_chunks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    train_z: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    train_pmids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-
-def plan_range(
-    settings: Settings, lo: int, hi: int, ratio_size: int, train_max: int, embedder: Embedder | None = None
-) -> RangePlan:
-    """Live articles of the range, the chunk counts of its ratio-sample candidates, its training candidates."""
-    plan = RangePlan(lo, hi)
-    ratio_pmids = np.zeros(0, np.int64)
-    texts: dict[int, tuple[str, str]] = {}
-    for pmids, titles, abstracts in read_range(settings.store, lo, hi):
-        plan.articles += len(pmids)
-        if ratio_size:
-            plan.ratio_z, ratio_pmids = _bottom(
-                np.concatenate([plan.ratio_z, hash_z(pmids, 0)]), np.concatenate([ratio_pmids, pmids]), ratio_size
-            )
-            position = {int(p): i for i, p in enumerate(pmids.tolist())}
-            texts = {
-                int(p): texts[int(p)] if int(p) in texts else (titles[position[int(p)]], abstracts[position[int(p)]])
-                for p in ratio_pmids.tolist()
-            }
-        if train_max:
-            plan.train_z, plan.train_pmids = _bottom(
-                np.concatenate([plan.train_z, hash_z(pmids, 1)]), np.concatenate([plan.train_pmids, pmids]), train_max
-            )
-    if texts:
-        chunker = worker_for(settings, embedder).chunker
-        order = [int(p) for p in ratio_pmids.tolist()]
-        chunks, _ = chunker.chunk_many(order, [texts[p][0] for p in order], [texts[p][1] for p in order])
-        counts: dict[int, int] = dict.fromkeys(order, 0)
-        for chunk in chunks:
-            counts[chunk.pmid] += 1
-        plan.ratio_chunks = np.array([counts[p] for p in order], np.int64)
-    return plan
 
 
 # -- vectors ----------------------------------------------------------------------------------------
@@ -268,35 +220,6 @@ def _chunk_table(chunks: list[Chunk], hashes: dict[int, str], model_id: str, chu
         },
         schema=IDS_SCHEMA,
     )
-
-
-# -- the training sample -------------------------------------------------------------------------
-
-
-def sample_range(
-    settings: Settings, lo: int, hi: int, pmids: np.ndarray, embedder: Embedder | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(chunk ids, vectors, keys) of every chunk of the chosen articles ``pmids`` of the range."""
-    worker = worker_for(settings, embedder)
-    source = VectorSource(settings, worker)
-    chosen = np.asarray(pmids, np.int64)
-    all_ids, all_vectors, all_keys = [], [], []
-    for batch_pmids, titles, abstracts in read_range(settings.store, lo, hi):
-        rows = np.flatnonzero(np.isin(batch_pmids, chosen))
-        if not len(rows):
-            continue
-        chunks, tokens = worker.chunker.chunk_many(
-            batch_pmids[rows].tolist(), [titles[r] for r in rows], [abstracts[r] for r in rows]
-        )
-        keys = [chunk_key(worker.embedder.model_id, worker.chunker.fingerprint, c.text) for c in chunks]
-        ids = np.array([chunk_id(c.pmid, c.chunk) for c in chunks], np.int64)
-        all_vectors.append(source.vectors(lo // settings.shard_size, keys, tokens, ids >> 8))
-        all_ids.append(ids)
-        all_keys.extend(keys)
-    source.cache.flush()
-    if not all_ids:
-        return np.zeros(0, np.int64), np.zeros((0, worker.embedder.dim), np.float32), []
-    return np.concatenate(all_ids), np.concatenate(all_vectors), all_keys
 
 
 # -- building ------------------------------------------------------------------------------------

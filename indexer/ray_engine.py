@@ -24,7 +24,8 @@ import numpy as np
 from indexer.config import IndexerConfig
 from indexer.errors import IndexerError
 from indexer.manifest import Manifest
-from indexer.ranges import RangePlan, Settings, ShardJob, ShardResult
+from indexer.planning import RangePlan, RangeSample
+from indexer.ranges import Settings, ShardJob, ShardResult
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,13 @@ def _describe_task(settings: Settings) -> dict[str, Any]:
 
 
 def _plan_task(settings: Settings, lo: int, hi: int, ratio: int, train_max: int) -> RangePlan:
-    from indexer.ranges import plan_range
+    from indexer.planning import plan_range
 
     return plan_range(settings, lo, hi, ratio, train_max)
 
 
-def _sample_task(settings: Settings, lo: int, hi: int, pmids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from indexer.ranges import sample_range
+def _sample_task(settings: Settings, lo: int, hi: int, pmids: np.ndarray) -> RangeSample:
+    from indexer.planning import sample_range
 
     return sample_range(settings, lo, hi, pmids)
 
@@ -167,9 +168,7 @@ class RayEngine:
         s = self._settings(settings)
         return self._run(_plan_task, [(s, lo, hi, ratio, train_max) for lo, hi in ranges], lambda _v: tick(1))
 
-    def sample(
-        self, settings: Settings, chosen: list[tuple[int, int, np.ndarray]]
-    ) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+    def sample(self, settings: Settings, chosen: list[tuple[int, int, np.ndarray]]) -> list[RangeSample]:
         s = self._settings(settings)
         return self._run(_sample_task, [(s, lo, hi, pmids) for lo, hi, pmids in chosen], lambda _v: None)
 

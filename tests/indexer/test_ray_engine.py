@@ -74,7 +74,7 @@ def _watch_driver(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         raise AssertionError("the driver read article text from the store")
 
     monkeypatch.setattr(ray, "get", get)
-    monkeypatch.setattr(indexer.ranges, "read_range", no_reading)
+    monkeypatch.setattr(indexer.ranges, "live_tables", no_reading)
     return received
 
 
