@@ -92,10 +92,12 @@ class FollowingReader(io.RawIOBase):
                 return n
             if self.complete:
                 return 0
-            if _same(self.target, self._stat):  # renamed once verified: read what is left, then the end
-                self.complete = True
-            elif _same(self.partial, self._stat):  # still downloading
+            # The partial name first: the rename moves the inode from it to the target in one step,
+            # so checking the target first could miss the file at both names during the rename.
+            if _same(self.partial, self._stat):  # still downloading
                 self._wait()
+            elif _same(self.target, self._stat):  # renamed once verified: read what is left, then the end
+                self.complete = True
             else:
                 raise Abandoned(f"{self.target.name}: the partial download was replaced")
 
