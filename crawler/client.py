@@ -78,7 +78,7 @@ class _Fetcher:
         backoff: float,
         retry_after_max: float = policy.RETRY_AFTER_MAX_S,
         max_bytes: int = policy.MAX_BODY_BYTES,
-        jitter_margin: float = 0.03,
+        jitter_margin: float = policy.ARRIVAL_JITTER_S,
     ) -> None:
         self.session = session
         self.url = url
@@ -203,7 +203,7 @@ async def fetch_pubmed(
     concurrency: int = 4,
     retry_after_max: float = policy.RETRY_AFTER_MAX_S,
     max_bytes: int = policy.MAX_BODY_BYTES,
-    jitter_margin: float = 0.03,
+    jitter_margin: float = policy.ARRIVAL_JITTER_S,
 ) -> FetchResult:
     """Fetch ``pmids`` with batched efetch POSTs and parse them into store article rows.
 

@@ -103,7 +103,7 @@ class LocalRateLimiter:
         self,
         rate: float,
         *,
-        margin: float = 0.02,
+        margin: float = policy.ARRIVAL_JITTER_S,
         max_margin: float = 0.25,
         initial_delay: float = 0.1,
         cold_allowance: float = 0.1,
@@ -135,7 +135,7 @@ class LocalRateLimiter:
     def from_settings(cls, settings: BaseSettings) -> LocalRateLimiter:
         return cls(
             settings.getfloat("PUBMED_RATE"),
-            margin=settings.getfloat("PUBMED_RATE_MARGIN", 0.02),
+            margin=settings.getfloat("PUBMED_RATE_MARGIN", policy.ARRIVAL_JITTER_S),
             max_margin=settings.getfloat("PUBMED_RATE_MARGIN_MAX", 0.25),
             cold_allowance=settings.getfloat("PUBMED_RATE_COLD_ALLOWANCE", 0.1),
             retry_after_max=settings.getfloat("PUBMED_RETRY_AFTER_MAX", RETRY_AFTER_MAX_S),

@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 from crawler.delay_gauge import DelayGauge, probe_send
 from crawler.distributed import require_redis
 from crawler.ratelimit import RETRY_AFTER_MAX_S
+from eutils import policy
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -230,7 +231,7 @@ class RedisRateLimiter:
             connect(url),
             key,
             settings.getfloat("PUBMED_RATE"),
-            margin=settings.getfloat("PUBMED_REDIS_RATE_MARGIN", 0.03),
+            margin=settings.getfloat("PUBMED_REDIS_RATE_MARGIN", policy.ARRIVAL_JITTER_S),
             max_margin=settings.getfloat("PUBMED_RATE_MARGIN_MAX", 0.25),
             cold_allowance=settings.getfloat("PUBMED_REDIS_COLD_ALLOWANCE", 0.2),
             retry_after_max=settings.getfloat("PUBMED_RETRY_AFTER_MAX", RETRY_AFTER_MAX_S),

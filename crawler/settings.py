@@ -22,7 +22,8 @@ PUBMED_STORE = str(__import__("store.config", fromlist=["configured_store_path"]
 
 # Requests per second for the whole crawl: NCBI allows 3, or 10 with an API key.
 PUBMED_RATE = policy.default_rate(policy.api_key_from_env())
-PUBMED_RATE_MARGIN = 0.03  # seconds of arrival jitter (network, server) tolerated, besides the measured send delays
+# Seconds of arrival jitter (network, server) tolerated, besides the measured send delays.
+PUBMED_RATE_MARGIN = policy.ARRIVAL_JITTER_S
 PUBMED_RATE_MARGIN_MAX = 0.25  # the measured margin never grows past this (the crawl then runs at 1/1.25 the rate)
 PUBMED_RETRY_AFTER_MAX = policy.RETRY_AFTER_MAX_S  # seconds a Retry-After (or X-RateLimit wish) is capped at
 PUBMED_RATE_COLD_ALLOWANCE = 0.1  # seconds a request after a quiet spell (new connection) may arrive late
@@ -37,7 +38,8 @@ PUBMED_REDIS_JOB = ""  # job id; default: a hash of the crawl's input
 PUBMED_REDIS_LEASE_SECONDS = 30.0  # a dead worker's requests return to the queue after this long
 PUBMED_REDIS_RATE_KEY = ""  # Redis key of the shared rate limit; default: per E-utilities host and API key
 PUBMED_REDIS_COLD_ALLOWANCE = 0.2  # seconds a process's first request (new connection) may arrive late
-PUBMED_REDIS_RATE_MARGIN = 0.03  # seconds added to the shared 1-second window against grant-to-arrival jitter
+# Seconds added to the shared 1-second window against grant-to-arrival jitter.
+PUBMED_REDIS_RATE_MARGIN = policy.ARRIVAL_JITTER_S
 
 # efetch batching and re-requests of PMIDs an answer lacked.
 PUBMED_BATCH_SIZE = policy.BATCH_SIZE

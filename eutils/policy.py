@@ -30,6 +30,8 @@ RATE = 3.0
 """Requests per second NCBI allows one IP without an API key."""
 RATE_WITH_KEY = 10.0
 """Requests per second NCBI allows with an API key."""
+ARRIVAL_JITTER_S = 0.03
+"""Network-and-server arrival jitter a rate limiter tolerates (its base margin, seconds)."""
 
 RETRY_STATUSES: tuple[int, ...] = (408, 429, 500, 502, 503, 504)
 """HTTP statuses worth another attempt: request timeout, too many requests, and the transient

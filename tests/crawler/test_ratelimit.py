@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from crawler.ratelimit import LocalRateLimiter, RateLimiter
+from eutils import policy
 
 
 class FakeTime:
@@ -47,7 +48,7 @@ def test_concurrent_acquires_never_exceed_the_rate_in_any_window(rate):
     # plus the first request's cold allowance once.
     # The margin: the configured one plus the largest delay measured (wake-ups are exact on this
     # clock, so after the first few grants, which allow 0.1 s before there are measurements, none).
-    assert lim.margin == pytest.approx(0.02)
+    assert lim.margin == pytest.approx(policy.ARRIVAL_JITTER_S)
     assert (starts[-1] - starts[0] - lim.cold_allowance) / (len(starts) - 1) <= (1 + 0.12) / int(rate) + 1e-9
 
 
