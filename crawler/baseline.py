@@ -22,8 +22,8 @@ from crawler.baseline_load import (
     BaselineError,
     Loader,
     LoadSummary,
-    _markers,
     expected_md5,
+    file_markers,
     file_md5,
     load_file,
     load_files,
@@ -182,7 +182,7 @@ def main(
     ]
     if given:
         _usage(f"{given[0]} needs --download")
-    missing = [str(p) for p in files if not p.is_file() and not _markers(folder, p.name)[0].exists()]
+    missing = [str(p) for p in files if not p.is_file() and not file_markers(folder, p.name)[0].exists()]
     if missing:
         _usage(f"FILES: no such file: {missing[0]}")
     summary = load_files(files, folder, part_rows=rows, require_md5=bool(require_md5))

@@ -14,7 +14,10 @@ download has verified the same MD5; otherwise the verified file is loaded afresh
 files complete in order and the last one's load ends just after its last byte. The
 parsing and writing runs in one separate process, so that CPU work does not hold the
 interpreter lock against the download threads: loading overlaps downloading, and the
-run takes about as long as the slower of the two.
+run takes about as long as the slower of the two. That process is forked first thing,
+before any thread starts (a process with threads would have to spawn one, which
+imports everything afresh: most of a second on 2 cores), and pays its one-off first-use
+costs while the listings are read.
 
 The first file that cannot be downloaded or loaded stops the run: no later file is
 loaded (order matters for updates and deletions), downloads in flight stop and keep their
@@ -58,8 +61,9 @@ from crawler.baseline_listing import (
     parse_listing,
     since_filter,
 )
-from crawler.baseline_load import LOADED_DIR, BaselineError, Loader, discard_staged, load_file, publish_staged
+from crawler.baseline_load import BaselineError, Loader, discard_staged, file_markers, load_file, publish_staged
 from eutils.request import Identity
+from store.writer import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +201,12 @@ def _cancelled() -> bool:
 
 
 def _warm_up() -> None:
-    """Nothing: the loading process has imported `crawler.baseline_load` by now."""
+    """The loading process's one-off first-use costs, paid before the first file's bytes arrive."""
+    warm_up()
 
 
 def _publishing(store: Path, name: str) -> bool:
-    return (store / LOADED_DIR / f"{name}.publishing.json").exists()
+    return file_markers(store, name)[1].exists()
 
 
 class _LoadingProcess:
@@ -212,12 +217,14 @@ class _LoadingProcess:
         # milliseconds with every module already imported. Otherwise (a server thread in a
         # test, a host application) spawned, which is safe with threads but imports afresh.
         fork = sys.platform.startswith("linux") and threading.active_count() == 1
-        context = multiprocessing.get_context("fork" if fork else "spawn")
+        self.start_method = "fork" if fork else "spawn"
+        context = multiprocessing.get_context(self.start_method)
         self.cancel = context.Event()
         self.pool = ProcessPoolExecutor(
             max_workers=1, mp_context=context, initializer=_init_loading, initargs=(os.getpid(), self.cancel)
         )
-        self.pool.submit(_warm_up)  # started now, so a spawned child's imports overlap the first download
+        self.pool.submit(_warm_up)  # now, while the listings are read (a spawned child also imports afresh)
+        log.info("loading process started (%s)", self.start_method)
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return self.pool.submit(fn, *args, **kwargs).result()
@@ -230,7 +237,18 @@ class _LoadingProcess:
 def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
     """Fetch what the store lacks of the listings and load it in file order; see the module docs."""
     started = time.perf_counter()
-    store = Path(store)
+    # Started first, before any thread of ours (the progress timer, the downloads), so that it is
+    # forked; it pays its one-off start-up costs while the listings are read.
+    loading = _LoadingProcess()
+    try:
+        summary = _download_listed(Path(store), options, loading)
+    finally:
+        loading.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _download_listed(store: Path, options: DownloadOptions, loading: _LoadingProcess) -> DownloadSummary:
     summary = DownloadSummary()
     stop = threading.Event()
     fetcher = Fetcher(
@@ -245,19 +263,16 @@ def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
         listed = list_files(fetcher, options)
     except BaselineError as exc:
         summary.failures.append(str(exc))
-        summary.seconds = time.perf_counter() - started
         return summary
     summary.listed = len(listed)
-    todo = [f for f in listed if not (store / LOADED_DIR / f"{f.name}.done").exists()]
+    todo = [f for f in listed if not file_markers(store, f.name)[0].exists()]
     summary.already_loaded = len(listed) - len(todo)
     fetcher.in_order = InOrder([f.name for f in todo])
     progress = _Progress(len(todo), sum(f.size_hint or 0 for f in todo), options.progress_interval)
     fetcher.on_bytes = progress.add
     folder = store / DOWNLOAD_DIR
-    loading = _LoadingProcess() if todo else None
 
     def load_elsewhere(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
-        assert loading is not None
         record: dict[str, Any] | None = loading.call(load_file, *args, **kwargs)
         return record
 
@@ -279,13 +294,10 @@ def download_and_load(store: Path, options: DownloadOptions) -> DownloadSummary:
                 stop.set()  # downloads still running stop at their next read and keep their partial files
     finally:
         progress.close()
-        if loading is not None:
-            loading.close()
     summary.bytes = progress.bytes
     summary.loaded = loader.summary.files
     summary.articles = loader.summary.articles
     summary.deletions = loader.summary.deletions
-    summary.seconds = time.perf_counter() - started
     return summary
 
 
@@ -294,7 +306,7 @@ def _run(
     pool: ThreadPoolExecutor,
     fetch: Any,
     loader: Loader,
-    loading: _LoadingProcess | None,
+    loading: _LoadingProcess,
     summary: DownloadSummary,
     options: DownloadOptions,
     progress: _Progress,
@@ -317,7 +329,7 @@ def _run(
         remote, future = pending.popleft()
         arrived: list[Downloaded] = []
         try:
-            if future.done() or _publishing(loader.store, remote.name) or loading is None:
+            if future.done() or _publishing(loader.store, remote.name):
                 arrived.append(future.result())
                 top_up()
                 loader.load(arrived[0].path, checked_md5=arrived[0].md5)

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from crawler.baseline_load import _drop_staging, _markers, stage_stream
+from crawler.baseline_load import drop_staging, file_markers, stage_stream
 from store.atomic import TEMP_PREFIX
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def stage_following(
     folder: Path, name: str, store: Path, part_rows: int, fetched_at: dt.datetime, cancel: Callable[[], bool]
 ) -> dict[str, Any] | None:
     """Stage ``name`` from its download as it arrives; the plan (with ``md5`` of the bytes read), or None."""
-    staging = _markers(store, name)[2]
+    staging = file_markers(store, name)[2]
     if staging.exists():
         shutil.rmtree(staging)  # parts of a load that never finished
     try:
@@ -123,10 +123,10 @@ def stage_following(
                 pass
     except (Abandoned, ValueError, OSError, EOFError) as exc:  # ValueError: MalformedXMLError of unverified bytes
         log.info("%s: not staged while downloading (%s); it loads once verified", name, exc)
-        _drop_staging(staging)
+        drop_staging(staging)
         return None
     except BaseException:
-        _drop_staging(staging)
+        drop_staging(staging)
         raise
     plan["md5"] = reader.digest.hexdigest()
     return plan

@@ -141,12 +141,14 @@ class _CountingReader(io.RawIOBase):
         super().close()
 
 
-def _markers(store: Path, name: str) -> tuple[Path, Path, Path]:
+def file_markers(store: Path, name: str) -> tuple[Path, Path, Path]:
+    """Where ``store`` keeps file ``name``'s state: (``.done`` marker, ``.publishing.json`` plan, staging folder)."""
     loaded = store / LOADED_DIR
     return loaded / f"{name}.done", loaded / f"{name}.publishing.json", store / STAGING_DIR / name
 
 
-def _drop_staging(staging: Path) -> None:
+def drop_staging(staging: Path) -> None:
+    """Delete one file's staging folder, and ``_staging/`` itself once no other file is staged there."""
     shutil.rmtree(staging, ignore_errors=True)
     with contextlib.suppress(OSError):
         staging.parent.rmdir()  # only when no other file is being staged
@@ -166,7 +168,7 @@ def _publish(store: Path, plan_path: Path, staging: Path, done: Path) -> dict[st
     plan["loaded_at"] = dt.datetime.now(dt.UTC).isoformat()
     atomic_write_json(done, plan)
     plan_path.unlink()
-    _drop_staging(staging)
+    drop_staging(staging)
     return dict(plan)
 
 
@@ -194,7 +196,7 @@ def stage_stream(stream: BinaryIO, name: str, staging: Path, part_rows: int, fet
 
 def publish_staged(store: Path, plan: dict[str, Any]) -> dict[str, Any]:
     """Publish the parts `stage_stream` staged for ``plan["file"]`` and mark the file done; returns its record."""
-    done, plan_path, staging = _markers(store, plan["file"])
+    done, plan_path, staging = file_markers(store, plan["file"])
     (store / LOADED_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write_json(plan_path, plan)
     return _publish(store, plan_path, staging, done)
@@ -202,7 +204,7 @@ def publish_staged(store: Path, plan: dict[str, Any]) -> dict[str, Any]:
 
 def discard_staged(store: Path, name: str) -> None:
     """Drop what was staged for ``name`` without publishing it."""
-    _drop_staging(_markers(store, name)[2])
+    drop_staging(file_markers(store, name)[2])
 
 
 def load_file(
@@ -220,7 +222,7 @@ def load_file(
     ``checked_md5``: the caller has just verified the file against this checksum (a
     download), so it is not read twice. ``progress``: a per-file bar on a terminal.
     """
-    done, plan_path, staging = _markers(store, path.name)
+    done, plan_path, staging = file_markers(store, path.name)
     if done.exists():
         log.info("%s: already loaded (%s), skipped", path, done)
         return None
@@ -245,7 +247,7 @@ def load_file(
             stream = io.BufferedReader(_CountingReader(raw, bar), buffer_size=1 << 20)
             plan = stage_stream(stream, str(path), staging, part_rows, stamp)
     except BaseException:
-        _drop_staging(staging)
+        drop_staging(staging)
         raise
     finally:
         bar.close()

@@ -256,6 +256,22 @@ def test_sigkill_mid_download_then_rerun_loses_nothing_and_duplicates_nothing(se
     assert stored_pmids(store) == expected_pmids(ftp)
 
 
+def test_the_command_forks_its_loading_process_and_loads_every_file(serve, ftp, tmp_path):
+    """Its stderr is not a terminal, so a progress thread runs: the loading process must be forked before it."""
+    server = serve()
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    run = subprocess.run(
+        [*_cli(server, store), "-v"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "loading process started (fork)" in run.stderr  # a spawned one imports everything afresh first
+    assert "4 loaded" in run.stdout
+    assert stored_pmids(store) == expected_pmids(ftp)
+
+
 def test_memory_stays_flat_however_large_the_file(tmp_path):
     """Peak RSS of loading a file 4x larger grows by far less than the file (the 200 MB case: benchmarks)."""
     script = (
