@@ -201,7 +201,7 @@ def _cancelled() -> bool:
 
 
 def _warm_up() -> None:
-    """The loading process's one-off first-use costs, paid before the first file's bytes arrive."""
+    """The loading process's one-off first-use costs, paid while the listings are read."""
     warm_up()
 
 
