@@ -21,7 +21,8 @@ from indexer import ranges
 from indexer.chunking import chunk_id, chunk_key
 from indexer.embedding import Embedder
 from indexer.factory import hash_z
-from indexer.ranges import Settings, VectorSource, read_range, worker_for
+from indexer.ranges import Settings, read_range, worker_for
+from indexer.vectors import VectorSource
 
 RATIO_MARGIN = 2
 """Expected ratio-sample candidates over the whole store, as a multiple of the sample size."""

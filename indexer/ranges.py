@@ -6,8 +6,9 @@ engine calls them in this process, the Ray engine runs them as tasks on its work
 (the planning passes are in `indexer.planning`). `build_ranges` tokenises each batch
 of articles once (`Chunker.chunk_many`) in a producer thread, which runs ahead of the
 model through a bounded queue, so the model never waits for reading, splitting or
-tokenising. Memory is bounded by one shard (its ids table and FAISS index) plus
-``PREFETCH`` batches of ``BATCH_ARTICLES`` articles.
+tokenising. Memory is bounded by one shard (its ids table, FAISS index and article
+hashes) plus ``PREFETCH`` batches of ``BATCH_ARTICLES`` articles: a range is read twice,
+once for its digest and once, only when it must be built, for its text.
 """
 
 from __future__ import annotations
@@ -26,22 +27,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from indexer.cache import EmbeddingCache
 from indexer.chunking import Chunk, Chunker, chunk_id, chunk_key, document_hash
 from indexer.embedding import Embedder
 from indexer.factory import add_vectors
-from indexer.manifest import Manifest, read_manifest
 from indexer.shards import (
     IDS_SCHEMA,
     ShardEntry,
     entry_for,
     find_written,
-    read_ids,
-    read_index,
-    reconstruct,
     shard_digest,
     write_shard,
 )
+from indexer.vectors import VectorSource
 
 log = logging.getLogger(__name__)
 
@@ -119,91 +116,33 @@ def live_tables(store: Any, lo: int, hi: int) -> Iterator[pa.Table]:
         yield table.filter(has_text)
 
 
-def read_range(store: str, lo: int, hi: int) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
-    """(pmids, titles, abstracts) of the live articles with some text in ``[lo, hi)``, in PMID order."""
+def read_range(store: Any, lo: int, hi: int) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
+    """(pmids, titles, abstracts) of the live articles with some text in ``[lo, hi)``, in PMID order;
+    ``store`` is a store path or an open `store.reader.StoreIndex` (one snapshot of its parts).
+
+    Batches hold `BATCH_ARTICLES` articles (the last one fewer): the reader's PMID windows
+    are pooled, so a sparse store still gives the tokenizer and the model full batches.
+    """
+
+    def batch(part: pa.Table) -> tuple[np.ndarray, list[str], list[str]]:
+        titles = [t or "" for t in part.column("title").to_pylist()]
+        abstracts = [a or "" for a in part.column("abstract").to_pylist()]
+        return part.column("pmid").to_numpy().astype(np.int64), titles, abstracts
+
+    pending: list[pa.Table] = []
+    rows = 0
     for table in live_tables(store, lo, hi):
-        for first in range(0, table.num_rows, BATCH_ARTICLES):
-            part = table.slice(first, BATCH_ARTICLES)
-            titles = [t or "" for t in part.column("title").to_pylist()]
-            abstracts = [a or "" for a in part.column("abstract").to_pylist()]
-            yield part.column("pmid").to_numpy().astype(np.int64), titles, abstracts
-
-
-# -- vectors ----------------------------------------------------------------------------------------
-
-
-class VectorSource:
-    """Vectors for chunk keys: the embedding cache, then old Flat shards, then the model."""
-
-    def __init__(self, settings: Settings, worker: Worker, on_embed: Callable[[int, float], Any] | None = None) -> None:
-        self.settings = settings
-        self.index_dir = Path(settings.index)
-        self.embedder = worker.embedder
-        self.old: Manifest | None = read_manifest(self.index_dir) if settings.vectors_from_old else None
-        self.old_by_number = {e.number: e for e in self.old.shards} if self.old else {}
-        self.cache = EmbeddingCache(
-            self.index_dir, self.embedder.model_id, settings.cache_every, self.embedder.precision
-        )
-        self._loaded: tuple[int, Any, dict[str, int]] | None = None
-        self.embedded = 0
-        self.reused = 0
-        self.embed_seconds = 0.0
-        self.on_embed = on_embed
-
-    def _old_shard(self, number: int) -> tuple[Any, dict[str, int]] | None:
-        if self._loaded is not None and self._loaded[0] == number:
-            return self._loaded[1], self._loaded[2]
-        entry = self.old_by_number.get(number)
-        if entry is None:
-            return None
-        index = read_index(self.index_dir, entry)
-        table = read_ids(self.index_dir, entry, ["id", "key"])
-        keys = dict(zip(table.column("key").to_pylist(), table.column("id").to_pylist(), strict=True))
-        self._loaded = (number, index, keys)
-        return index, keys
-
-    def vectors(self, number: int, keys: list[str], tokens: list[np.ndarray], pmids: np.ndarray) -> np.ndarray:
-        self.cache.open(number)
-        out = np.zeros((len(keys), self.embedder.dim), dtype=np.float32)
-        missing: list[int] = []
-        for row, key in enumerate(keys):
-            cached = self.cache.get(key)
-            if cached is not None:
-                out[row] = cached
-            else:
-                missing.append(row)
-        if self.old is not None and missing:
-            missing = self._from_old(keys, pmids, missing, out)
-        self.reused += len(keys) - len(missing)
-        if missing:
-            started = time.perf_counter()
-            vectors = self.embedder.encode_tokens([tokens[r] for r in missing])
-            seconds = time.perf_counter() - started
-            out[missing] = vectors
-            self.cache.add(number, [keys[r] for r in missing], vectors)
-            self.embedded += len(missing)
-            self.embed_seconds += seconds
-            if self.on_embed is not None:
-                self.on_embed(len(missing), seconds)
-        return out
-
-    def _from_old(self, keys: list[str], pmids: np.ndarray, rows: list[int], out: np.ndarray) -> list[int]:
-        assert self.old is not None
-        numbers = pmids[rows] // self.old.shard_size
-        still: list[int] = []
-        for number in np.unique(numbers):
-            group = [r for r, n in zip(rows, numbers, strict=True) if n == number]
-            loaded = self._old_shard(int(number))
-            if loaded is None:
-                still.extend(group)
-                continue
-            index, known = loaded
-            hits = [(r, known[keys[r]]) for r in group if keys[r] in known]
-            if hits:
-                out[[r for r, _ in hits]] = reconstruct(index, np.array([i for _, i in hits], dtype=np.int64))
-            found = {r for r, _ in hits}
-            still.extend(r for r in group if r not in found)
-        return sorted(still)
+        pending.append(table)
+        rows += table.num_rows
+        if rows < BATCH_ARTICLES:
+            continue
+        pooled = pa.concat_tables(pending)
+        full = rows - rows % BATCH_ARTICLES
+        for first in range(0, full, BATCH_ARTICLES):
+            yield batch(pooled.slice(first, BATCH_ARTICLES))
+        pending, rows = [pooled.slice(full)], rows - full
+    if rows:
+        yield batch(pa.concat_tables(pending))
 
 
 def _chunk_table(chunks: list[Chunk], hashes: dict[int, str], model_id: str, chunker_fp: str) -> pa.Table:
@@ -274,6 +213,8 @@ def _produce(
     stop: threading.Event,
 ) -> None:
     """Read, hash, split and tokenise each range; put _Start, _Batch..., _Done (or a finished _Done)."""
+    from store.reader import StoreIndex
+
     chunker, model_id = worker.chunker, worker.embedder.model_id
 
     def put(item: Any) -> None:
@@ -286,13 +227,15 @@ def _produce(
 
     try:
         for job in jobs:
-            batches = list(read_range(settings.store, job.lo, job.hi))
-            pmids = np.concatenate([b[0] for b in batches]) if batches else np.zeros(0, np.int64)
-            hashes = [
-                document_hash(t, a, chunker.fingerprint)
-                for _, ts, abs_ in batches
-                for t, a in zip(ts, abs_, strict=True)
-            ]
+            # First pass: only PMIDs and article hashes, to tell whether the shard must be built;
+            # the texts are read again batch by batch below, so a range's text is never all held.
+            # Both passes read one snapshot of the store's parts, so they see the same rows.
+            snapshot = StoreIndex(settings.store)
+            pieces, hashes = [], []
+            for batch_pmids, titles, abstracts in read_range(snapshot, job.lo, job.hi):
+                pieces.append(batch_pmids)
+                hashes.extend(document_hash(t, a, chunker.fingerprint) for t, a in zip(titles, abstracts, strict=True))
+            pmids = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
             if not len(pmids):
                 put(_Done(None, 0))
                 continue
@@ -311,7 +254,7 @@ def _produce(
                 continue
             put(_Start(job, digest))
             offset = 0
-            for batch_pmids, titles, abstracts in batches:
+            for batch_pmids, titles, abstracts in read_range(snapshot, job.lo, job.hi):
                 chunks, tokens = chunker.chunk_many(batch_pmids.tolist(), titles, abstracts)
                 batch_hashes = dict(zip(batch_pmids.tolist(), hashes[offset : offset + len(batch_pmids)], strict=True))
                 offset += len(batch_pmids)

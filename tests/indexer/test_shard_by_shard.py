@@ -79,3 +79,26 @@ def test_chunk_many_tokenises_once_and_matches_chunk(abstracts: list[dict[str, A
     reference = fp32.tokenizer(texts, truncation=True, max_length=fp32.max_seq_length)["input_ids"]
     assert [list(t) for t in tokens] == [list(r) for r in reference]
     np.testing.assert_allclose(fp32.encode_tokens(tokens), fp32.encode(texts), atol=1e-6)
+
+
+def test_read_range_pools_sparse_windows_into_full_batches(
+    tmp_path: Path, abstracts: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import indexer.ranges as ranges
+
+    store = tmp_path / "store"
+    write_articles(store, abstracts)
+    pmids = sorted(r["pmid"] for r in abstracts)
+    lo, hi = pmids[0], pmids[-1] + 1
+    # Reader windows of a few PMIDs hold at most an article or two: a sparse store.
+    monkeypatch.setattr(ranges, "READ_BATCH_PMIDS", max(1, (hi - lo) // (3 * len(pmids))))
+    monkeypatch.setattr(ranges, "BATCH_ARTICLES", 7)
+    windows = list(ranges.live_tables(str(store), lo, hi))
+    assert len(windows) > len(pmids) // 7 + 1, "the reader yields more, smaller windows than full batches"
+    batches = list(ranges.read_range(str(store), lo, hi))
+    assert [len(b[0]) for b in batches[:-1]] == [7] * (len(batches) - 1) and 0 < len(batches[-1][0]) <= 7
+    assert np.concatenate([b[0] for b in batches]).tolist() == pmids
+    by_pmid = {r["pmid"]: r for r in abstracts}
+    for batch_pmids, titles, texts in batches:
+        assert titles == [by_pmid[p]["title"] or "" for p in batch_pmids.tolist()]
+        assert texts == [by_pmid[p]["abstract"] or "" for p in batch_pmids.tolist()]
