@@ -13,9 +13,7 @@ reports that time and the longest single turn it saw. A limiter counts each requ
 from that measured send time, so a stalled process that sends late is counted late, and
 the requests after it keep their spacing from it. What the probe cannot rule out is that
 a send needs one turn more than it followed; `DelayGauge` allows for one turn as long as
-the longest turn seen after the last ``window`` grants (and, with ``span``, only after those
-of the last ``span`` seconds: a turn seen after a grant whose request can no longer share
-a 1-second window with a new one says nothing about that window).
+the longest turn seen after the last ``window`` grants.
 
 (2) cannot be seen from the client and is a fixed allowance, ``base``: **arrival jitter
 (network plus server) below ``base`` never shows the server more than the rate**. Answer
@@ -32,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -50,16 +47,12 @@ class DelayGauge:
         initial: float = 0.1,
         warmup: int = 4,
         window: int = 8,
-        span: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base = max(0.0, base)
         self.cap = max(self.base, cap)
         self.initial = max(0.0, initial)
         self.warmup = max(0, warmup)
-        self.span = span
-        self._clock = clock
-        self._turns: deque[tuple[float, float]] = deque(maxlen=max(1, window))  # (when measured, longest turn)
+        self._turns: deque[float] = deque(maxlen=max(1, window))
         self.delays: deque[float] = deque(maxlen=max(1, window))
         self._measured = 0
         self._widened = 0.0
@@ -69,7 +62,7 @@ class DelayGauge:
         if not (math.isfinite(seconds) and math.isfinite(turn)):
             return
         self.delays.append(max(0.0, seconds))
-        self._turns.append((self._clock(), max(0.0, turn)))
+        self._turns.append(max(0.0, turn))
         self._measured += 1
 
     def answered(self) -> None:
@@ -82,10 +75,8 @@ class DelayGauge:
 
     @property
     def measured(self) -> float:
-        """The longest loop turn after the last ``window`` grants of the last ``span`` seconds (at least
-        ``initial`` while warming up)."""
-        oldest = -math.inf if self.span is None else self._clock() - self.span
-        longest = max((turn for at, turn in self._turns if at >= oldest), default=0.0)
+        """The longest loop turn after the last ``window`` grants (at least ``initial`` while warming up)."""
+        longest = max(self._turns, default=0.0)
         if self._measured < self.warmup:
             return max(self.initial, longest)
         return longest
@@ -93,6 +84,11 @@ class DelayGauge:
     @property
     def margin(self) -> float:
         return min(self.cap, max(self.base + self.measured, self._widened))
+
+    @property
+    def measured_margin(self) -> float:
+        """The margin without the warm-up guess ``initial``: what the turns measured (and a 429) call for."""
+        return min(self.cap, max(self.base + max(self._turns, default=0.0), self._widened))
 
 
 def probe_send(granted: float, clock: Callable[[], float], done: Callable[[float, float], None]) -> None:

@@ -13,12 +13,13 @@ than the margin. Each process follows its event loop after every start
 (`crawler.delay_gauge.probe_send`): when the request has really left, later than a few
 milliseconds after its start, the start is recorded again at that time; and it reports
 its margin (`crawler.delay_gauge.DelayGauge`), ``PUBMED_REDIS_RATE_MARGIN`` (the arrival
-jitter tolerated) plus the longest loop turn seen after its starts of the last
-``TURN_SPAN_S`` seconds (every start a new one can share a 1-second window with), at most
-``PUBMED_RATE_MARGIN_MAX``; the shared schedule uses the widest of every process's latest
-margin, so one stalled process widens everyone's spacing for as long as its own margin
-stays wide, and a process's report lapses ``MARGIN_TTL_S`` seconds after its last
-reservation (a process gone quiet, or killed). The state lives under one key per route
+jitter tolerated) plus the longest loop turn seen after its recent starts (at least a
+warm-up guess until it has measured a few), at most ``PUBMED_RATE_MARGIN_MAX``. The
+shared schedule uses the widest measured margin any process reported in the last
+``MARGIN_TTL_S`` seconds, so one stalled process widens everyone's spacing, and the widest
+of every process's latest margin, so a process still warming up widens it while it does
+(its warm-up guess is no measurement and does not outlast it; a process's latest report
+lapses ``MARGIN_TTL_S`` seconds after its last reservation). The state lives under one key per route
 (``PUBMED_REDIS_RATE_KEY``, by default derived from the E-utilities host and a hash of
 the API key, never the key itself). A process that wakes more than
 ``LATE_TOLERANCE_S`` late for its reserved start (it was stalled) gives that start up and
@@ -31,7 +32,7 @@ reserves a new one, so processes stalled together cannot all fire when they wake
   lower ``X-RateLimit-Limit`` the server announced), ``rate`` (the current rate, halved
   after each 429 and climbing back over the following answers), ``next`` (the earliest
   time of the next reservation) and ``blocked`` (a ``Retry-After`` pause every process
-  honours);
+  honours), ``margin`` and ``margin_at`` (the widest measured margin reported lately);
 - ``<route>:margins``: hash of each process's latest margin and when it reported it.
 
 Switched on by ``PUBMED_REDIS_URL``: the add-on `crawler.distributed.DistributedCrawl`
@@ -65,11 +66,12 @@ log = logging.getLogger(__name__)
 STATE_TTL_S = 3600  # the shared state is dropped after an hour without requests
 LATE_TOLERANCE_S = 0.05  # a process that wakes later than this for its reserved start reserves again
 MARGIN_TTL_S = 10.0  # a process's margin report counts this long after its last reservation
-TURN_SPAN_S = 2.0  # loop turns count towards the margin this long: the starts a new one is checked against
 
 # KEYS: starts, state, margins. ARGV: wanted rate, margin, member, ttl, allowance (seconds the start is recorded
-# later), horizon (how far ahead a start may be reserved), process. The schedule's margin is the widest of every
-# process's latest report (reports older than MARGIN_TTL seconds, of processes gone quiet, are dropped).
+# later), horizon (how far ahead a start may be reserved), process, measured margin (the margin without the
+# warm-up guess). The schedule's margin is the widest of every process's latest margin (reports older than
+# MARGIN_TTL seconds, of processes gone quiet, are dropped) and of the measured margins any process reported in
+# the last MARGIN_TTL seconds.
 # Returns {"1", seconds until the reserved start} when a start is reserved, else {"0", seconds to wait before
 # asking again} (strings: Lua numbers would be truncated).
 _ACQUIRE = """
@@ -87,6 +89,14 @@ for i = 1, #reports, 2 do
   elseif tonumber(m) > margin then
     margin = tonumber(m)
   end
+end
+local measured = tonumber(ARGV[8])
+local shared = tonumber(redis.call('HGET', KEYS[2], 'margin') or 0)
+local shared_at = tonumber(redis.call('HGET', KEYS[2], 'margin_at') or 0)
+if measured >= shared or now - shared_at > MARGIN_TTL then
+  redis.call('HSET', KEYS[2], 'margin', tostring(measured), 'margin_at', tostring(now))
+elseif shared > margin then
+  margin = shared
 end
 local maxr = tonumber(redis.call('HGET', KEYS[2], 'max') or want)
 if want < maxr then maxr = want end
@@ -216,7 +226,7 @@ class RedisRateLimiter:
         self.key = key
         self.max_rate = float(rate)
         self.rate = float(rate)
-        self.gauge = DelayGauge(margin, max_margin, window=int(rate) + 1, span=TURN_SPAN_S)
+        self.gauge = DelayGauge(margin, max_margin, window=int(rate) + 1)
         self.retry_after_max = retry_after_max
         self.recover_after = max(1, recover_after)
         self.max_wait = max_wait
@@ -275,6 +285,7 @@ class RedisRateLimiter:
             repr(allowance),
             repr(horizon),
             self._member,
+            repr(self.gauge.measured_margin),
         ]
         reserved, seconds = self._acquire(keys=keys, args=args)
         return bool(int(reserved)), max(0.0, float(seconds))

@@ -88,16 +88,3 @@ def test_a_request_sent_late_is_counted_from_when_it_left():
     sent = asyncio.run(scenario())
     assert sent[3] - sent[0] >= 1.0 + 0.02
     assert lim.gauge.delays[0] == pytest.approx(0.3)
-
-
-def test_with_a_span_only_the_turns_of_its_last_seconds_count():
-    now = [100.0]
-    gauge = DelayGauge(0.03, 0.25, warmup=0, window=11, span=2.0, clock=lambda: now[0])
-    gauge.delay(0.3, 0.2)  # a stalled loop
-    now[0] += 1.0
-    gauge.delay(0.01, 0.002)
-    assert gauge.margin == pytest.approx(0.23)  # still within the span, though no longer the latest
-    now[0] += 1.5
-    assert gauge.margin == pytest.approx(0.032)  # 2.5 s old: its grant can share no window with a new one
-    now[0] += 1.0
-    assert gauge.margin == pytest.approx(0.03)  # nothing left in the span: the base

@@ -1,4 +1,4 @@
-"""The shared Redis rate limit's margin: the widest of every process's latest report, lapsing with the process."""
+"""The shared Redis rate limit's margin: measured margins hold a while, a warm-up guess only while it lasts."""
 
 from __future__ import annotations
 
@@ -29,26 +29,35 @@ def _limiter(client: object, turn: float) -> RedisRateLimiter:
 
 
 def _gap_after(client: object, limiter: RedisRateLimiter, member: str) -> float:
-    """Reserve one start on a fresh schedule (the margin reports stay); the spacing the schedule set after it."""
-    client.delete(f"{KEY}:starts", f"{KEY}:state")  # type: ignore[attr-defined]
+    """Reserve one start on an empty schedule (the margin reports stay); the spacing the schedule set after it."""
+    client.delete(f"{KEY}:starts")  # type: ignore[attr-defined]
+    client.hdel(f"{KEY}:state", "next")  # type: ignore[attr-defined]
     reserved, _ = limiter.try_acquire(member, 0.0)
     assert reserved
     start = float(client.zscore(f"{KEY}:starts", member))  # type: ignore[attr-defined]
     return float(client.hget(f"{KEY}:state", "next")) - start  # type: ignore[attr-defined]  (Lua keeps 14 digits)
 
 
-def test_the_schedule_follows_every_process_s_latest_margin(client: object) -> None:
+def test_a_warm_up_guess_counts_only_while_its_process_warms_up(client: object) -> None:
+    warming, calm = RedisRateLimiter(client, KEY, 10, margin=0.03), _limiter(client, 0.002)  # type: ignore[arg-type]
+    assert warming.margin == pytest.approx(0.13) and calm.margin == pytest.approx(0.032)
+    assert _gap_after(client, warming, "warming-1") == pytest.approx(0.113, abs=1e-3)
+    assert _gap_after(client, calm, "calm-1") == pytest.approx(0.113, abs=1e-3)  # its latest report
+    for _ in range(4):
+        warming.gauge.delay(0.001, 0.002)
+    assert _gap_after(client, warming, "warming-2") == pytest.approx(0.1032, abs=1e-3)
+    assert _gap_after(client, calm, "calm-2") == pytest.approx(0.1032, abs=1e-3)  # the guess did not stick
+
+
+def test_a_measured_wide_margin_widens_every_process_s_spacing_for_a_while(client: object) -> None:
     stalled, calm = _limiter(client, 0.2), _limiter(client, 0.002)
     assert stalled.margin == pytest.approx(0.23) and calm.margin == pytest.approx(0.032)
     assert _gap_after(client, calm, "calm-1") == pytest.approx(0.1032, abs=1e-3)  # alone: its own margin
     assert _gap_after(client, stalled, "stalled-1") == pytest.approx(0.123, abs=1e-3)
-    # The stalled process's wide margin widens the calm one's spacing while it is that process's latest report...
-    assert _gap_after(client, calm, "calm-2") == pytest.approx(0.123, abs=1e-3)
     for _ in range(11):
         stalled.gauge.delay(0.001, 0.002)
-    assert _gap_after(client, stalled, "stalled-2") == pytest.approx(0.1032, abs=1e-3)
-    # ... and no longer once it reported a narrow one: an old, wider report of any process does not count.
-    assert _gap_after(client, calm, "calm-3") == pytest.approx(0.1032, abs=1e-3)
+    assert _gap_after(client, stalled, "stalled-2") == pytest.approx(0.123, abs=1e-3)
+    assert _gap_after(client, calm, "calm-2") == pytest.approx(0.123, abs=1e-3)  # measured: it holds MARGIN_TTL_S
 
 
 def test_the_report_of_a_process_gone_quiet_lapses(client: object) -> None:
