@@ -19,9 +19,9 @@ shared schedule uses the widest measured margin any process reported in the last
 ``MARGIN_TTL_S`` seconds, so one stalled process widens everyone's spacing, and the widest
 of every process's latest margin, so a process still warming up widens it while it does
 (its warm-up guess is no measurement and does not outlast it; a process's latest report
-lapses ``MARGIN_TTL_S`` seconds after its last reservation). The state lives under one key per route
-(``PUBMED_REDIS_RATE_KEY``, by default derived from the E-utilities host and a hash of
-the API key, never the key itself). A process that wakes more than
+lapses ``MARGIN_TTL_S`` seconds after its last reservation). The state lives under one
+key per route (``PUBMED_REDIS_RATE_KEY``, by default derived from the E-utilities host
+and a hash of the API key, never the key itself). A process that wakes more than
 ``LATE_TOLERANCE_S`` late for its reserved start (it was stalled) gives that start up and
 reserves a new one, so processes stalled together cannot all fire when they wake:
 
