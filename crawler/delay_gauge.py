@@ -23,7 +23,8 @@ varies widely, more so on a busy machine) lengthens an answer without moving its
 `DelayGauge.margin` is ``base`` plus that longest turn (at least ``initial`` until
 ``warmup`` grants were probed), or, after a 429, a widened margin (twice the margin then,
 at least 50 ms, decaying by a tenth with every good answer), whichever is larger; never
-above ``cap``.
+above ``cap``. `DelayGauge.measured_margin` is the same without the warm-up floor
+``initial``: what has been measured so far.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ class DelayGauge:
     @property
     def margin(self) -> float:
         return min(self.cap, max(self.base + self.measured, self._widened))
+
+    @property
+    def measured_margin(self) -> float:
+        """The margin without the warm-up guess ``initial``: what the turns measured (and a 429) call for."""
+        return min(self.cap, max(self.base + max(self._turns, default=0.0), self._widened))
 
 
 def probe_send(granted: float, clock: Callable[[], float], done: Callable[[float, float], None]) -> None:

@@ -13,12 +13,15 @@ than the margin. Each process follows its event loop after every start
 (`crawler.delay_gauge.probe_send`): when the request has really left, later than a few
 milliseconds after its start, the start is recorded again at that time; and it reports
 its margin (`crawler.delay_gauge.DelayGauge`), ``PUBMED_REDIS_RATE_MARGIN`` (the arrival
-jitter tolerated) plus the longest loop turn seen after its recent starts, at most
-``PUBMED_RATE_MARGIN_MAX``; the shared schedule uses the largest margin
-any process reported in the last 10 seconds, so one stalled process widens everyone's
-spacing. The state lives under one key per route
-(``PUBMED_REDIS_RATE_KEY``, by default derived from the E-utilities host and a hash of
-the API key, never the key itself). A process that wakes more than
+jitter tolerated) plus the longest loop turn seen after its recent starts (at least a
+warm-up guess until it has measured a few), at most ``PUBMED_RATE_MARGIN_MAX``. The
+shared schedule uses the widest measured margin any process reported in the last
+``MARGIN_TTL_S`` seconds, so one stalled process widens everyone's spacing, and the widest
+of every process's latest margin, so a process still warming up widens it while it does
+(its warm-up guess is no measurement and does not outlast it; a process's latest report
+lapses ``MARGIN_TTL_S`` seconds after its last reservation). The state lives under one
+key per route (``PUBMED_REDIS_RATE_KEY``, by default derived from the E-utilities host
+and a hash of the API key, never the key itself). A process that wakes more than
 ``LATE_TOLERANCE_S`` late for its reserved start (it was stalled) gives that start up and
 reserves a new one, so processes stalled together cannot all fire when they wake:
 
@@ -29,7 +32,8 @@ reserves a new one, so processes stalled together cannot all fire when they wake
   lower ``X-RateLimit-Limit`` the server announced), ``rate`` (the current rate, halved
   after each 429 and climbing back over the following answers), ``next`` (the earliest
   time of the next reservation) and ``blocked`` (a ``Retry-After`` pause every process
-  honours), ``margin`` and ``margin_at`` (the widest margin reported lately).
+  honours), ``margin`` and ``margin_at`` (the widest measured margin reported lately);
+- ``<route>:margins``: hash of each process's latest margin and when it reported it.
 
 Switched on by ``PUBMED_REDIS_URL``: the add-on `crawler.distributed.DistributedCrawl`
 sets ``PUBMED_RATE_LIMITER`` to `RedisRateLimiter`, which raises `NotConfigured` without it.
@@ -61,20 +65,37 @@ log = logging.getLogger(__name__)
 
 STATE_TTL_S = 3600  # the shared state is dropped after an hour without requests
 LATE_TOLERANCE_S = 0.05  # a process that wakes later than this for its reserved start reserves again
+MARGIN_TTL_S = 10.0  # a process's margin report counts this long after its last reservation
 
-# KEYS: starts, state. ARGV: wanted rate, margin, member, ttl, allowance (seconds the start is recorded later),
-# horizon (how far ahead a start may be reserved). Returns {"1", seconds until the reserved start} when a start
-# is reserved, else {"0", seconds to wait before asking again} (strings: Lua numbers would be truncated).
+# KEYS: starts, state, margins. ARGV: wanted rate, margin, member, ttl, allowance (seconds the start is recorded
+# later), horizon (how far ahead a start may be reserved), process, measured margin (the margin without the
+# warm-up guess). The schedule's margin is the widest of every process's latest margin (reports older than
+# MARGIN_TTL seconds, of processes gone quiet, are dropped) and of the measured margins any process reported in
+# the last MARGIN_TTL seconds.
+# Returns {"1", seconds until the reserved start} when a start is reserved, else {"0", seconds to wait before
+# asking again} (strings: Lua numbers would be truncated).
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local want = tonumber(ARGV[1])
 local margin = tonumber(ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[7], tostring(margin) .. ' ' .. tostring(now))
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
+local reports = redis.call('HGETALL', KEYS[3])
+for i = 1, #reports, 2 do
+  local m, at = string.match(reports[i + 1], '^(%S+) (%S+)$')
+  if m == nil or now - tonumber(at) > MARGIN_TTL then
+    redis.call('HDEL', KEYS[3], reports[i])
+  elseif tonumber(m) > margin then
+    margin = tonumber(m)
+  end
+end
+local measured = tonumber(ARGV[8])
 local shared = tonumber(redis.call('HGET', KEYS[2], 'margin') or 0)
 local shared_at = tonumber(redis.call('HGET', KEYS[2], 'margin_at') or 0)
-if margin >= shared or now - shared_at > 10.0 then
-  redis.call('HSET', KEYS[2], 'margin', tostring(margin), 'margin_at', tostring(now))
-else
+if measured >= shared or now - shared_at > MARGIN_TTL then
+  redis.call('HSET', KEYS[2], 'margin', tostring(measured), 'margin_at', tostring(now))
+elseif shared > margin then
   margin = shared
 end
 local maxr = tonumber(redis.call('HGET', KEYS[2], 'max') or want)
@@ -106,7 +127,7 @@ local gap = 1.0 / rate + margin
 if rate >= 1 then gap = (1.0 + margin) / n end
 redis.call('HSET', KEYS[2], 'next', tostring(at + gap))
 return {'1', tostring(at - now)}
-"""
+""".replace("MARGIN_TTL", repr(MARGIN_TTL_S))
 
 # KEYS: starts. ARGV: member, allowance. The reserved start happens now: a late one is recorded at its real time.
 _START = """
@@ -214,6 +235,7 @@ class RedisRateLimiter:
         self.penalties = 0
         self._starts_key = f"{key}:starts"
         self._state_key = f"{key}:state"
+        self._margins_key = f"{key}:margins"
         self._member = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._numbers = count()
         self._acquire = client.register_script(_ACQUIRE)
@@ -253,7 +275,7 @@ class RedisRateLimiter:
         for its start does not push back every later start. The 1-second window counts real
         start times: `acquire` records a late start when it happens.
         """
-        keys = [self._starts_key, self._state_key]
+        keys = [self._starts_key, self._state_key, self._margins_key]
         horizon = 2.0 / self.max_rate
         args: list[str | int] = [
             repr(self.max_rate),
@@ -262,6 +284,8 @@ class RedisRateLimiter:
             STATE_TTL_S,
             repr(allowance),
             repr(horizon),
+            self._member,
+            repr(self.gauge.measured_margin),
         ]
         reserved, seconds = self._acquire(keys=keys, args=args)
         return bool(int(reserved)), max(0.0, float(seconds))

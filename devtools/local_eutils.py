@@ -146,6 +146,7 @@ class LoggedRequest:
     email: str | None = None
     returned: int = 0
     params: dict[str, str] = field(default_factory=dict)  # every parameter but api_key (kept apart above)
+    user_agent: str | None = None
 
 
 def _record_pmid(elem: etree._Element) -> int | None:
@@ -422,6 +423,7 @@ class LocalEutils:
             tool=params.get("tool"),
             email=params.get("email"),
             params={k: v for k, v in params.items() if k != "api_key"},
+            user_agent=request.headers.get("User-Agent"),
         )
         with self._lock:
             self._log.append(entry)

@@ -88,6 +88,9 @@ class ArticleWriter:
         self.deletions_written = 0
         (self.store_path / ARTICLES_DIR).mkdir(parents=True, exist_ok=True)
         (self.store_path / DELETIONS_DIR).mkdir(parents=True, exist_ok=True)
+        # pyarrow loads its row conversion (and imports pandas) on first use: about 0.4 s of CPU, paid here rather
+        # than inside the first flush, where it would stall a crawl's event loop in mid-flight.
+        pa.Table.from_pylist([], schema=ARTICLE_SCHEMA)
 
     def write(self, row: Mapping[str, Any]) -> None:
         """Validate and buffer one article; publishes a part when the buffer is full."""

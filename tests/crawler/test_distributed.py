@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from crawl_helpers import REPO, crawl_command, crawl_env, raw_pmids, write_ids
 
 from devtools.local_eutils import LocalEutils, max_in_any_window, synthetic_pmids
@@ -21,44 +16,6 @@ from store.reader import read_articles
 
 RATE = 3
 FINISHED = re.compile(r"pubmed crawl finished: .*?, (\d+) requests in")
-
-
-def _require(module: str, install: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        pytest.fail(f"{module} is not installed: {install}")
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port, stopped afterwards."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server not found: install it with `apt-get install -y redis-server`")
-    _require("redis", "pip install redis")
-    _require("scrapy_redis", "pip install scrapy-redis")
-    import redis
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    args = [server, "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        yield url
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
 
 
 def _workers(command: list[str], n: int) -> list[subprocess.Popen[str]]:

@@ -159,3 +159,22 @@ def test_writer_killed_mid_part_leaves_published_parts_readable(tmp_path: Path) 
     assert stored_pmids(tmp_path) == {1, 2, 3, 4, 5}
     parts = iter_parts(tmp_path)
     assert len(parts) == 1 and pq.read_table(parts[0]).num_rows == 5
+
+
+def test_the_first_flush_imports_nothing(tmp_path: Path) -> None:
+    """pyarrow's row conversion (it imports pandas, about 0.4 s) is loaded when the writer is made, so the
+    first flush of a crawl does not stall its event loop in mid-flight."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from store.writer import ArticleWriter
+        writer = ArticleWriter({str(tmp_path)!r})
+        before = set(sys.modules)
+        writer.write({{"pmid": 1, "title": "t", "source": "efetch"}})
+        writer.flush()
+        print(sorted(set(sys.modules) - before))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+    assert len(read_articles(tmp_path)) == 1
