@@ -21,7 +21,7 @@ total at most 1.15x embedding alone. Every step runs in its own process, so peak
 its own. Data goes under ``--data`` and is deleted afterwards unless ``--keep``.
 
 Usage: python benchmarks/scale_index.py [--sizes 200000,1000000,3000000] [--minilm 20000]
-                                        [--data /tmp/scale-index] [--keep]
+                                        [--rounds 1] [--data /tmp/scale-index] [--keep]
 """
 
 from __future__ import annotations
@@ -307,6 +307,7 @@ def main() -> None:
         default=65_536,
         help="padded tokens per embedding batch of the tiny model (large: its per-batch cost is what remains)",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of the MiniLM arm (best of each)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -343,12 +344,25 @@ def main() -> None:
             store = data / f"store-minilm-{args.minilm}"
             if not store.exists():
                 make_store(store, args.minilm, seed=7)
-            rebuilt = _child("rebuild", str(store), str(data / "index-minilm"), "default")
-            alone = _child("embed", str(store))
+            # Rounds alternate the two arms, so load from other work on the machine falls on both;
+            # the best round of each is compared.
+            rebuilds, alones = [], []
+            for _ in range(args.rounds):
+                shutil.rmtree(data / "index-minilm", ignore_errors=True)
+                rebuilds.append(_child("rebuild", str(store), str(data / "index-minilm"), "default"))
+                alones.append(_child("embed", str(store)))
+                print(
+                    f"  round: rebuild {rebuilds[-1]['seconds']:.1f}s (model {rebuilds[-1]['embed_seconds']:.1f}s), "
+                    f"embedding alone {alones[-1]['seconds']:.1f}s; load {rebuilds[-1]['load']}",
+                    flush=True,
+                )
+            rebuilt = min(rebuilds, key=lambda r: r["seconds"])
+            alone = min(alones, key=lambda r: r["seconds"])
             print(
                 f"MiniLM, {rebuilt['articles']:,} articles, {rebuilt['vectors']:,} chunks: rebuild "
-                f"{rebuilt['seconds']:.1f}s, embedding alone {alone['seconds']:.1f}s: "
-                f"{rebuilt['seconds'] / alone['seconds']:.2f}x (target <= 1.15x); load {rebuilt['load']}",
+                f"{rebuilt['seconds']:.1f}s, embedding alone {alone['seconds']:.1f}s (best of {args.rounds}): "
+                f"{rebuilt['seconds'] / alone['seconds']:.2f}x (target <= 1.15x); peak RSS "
+                f"{rebuilt['peak_rss_mb']:.0f} MB",
                 flush=True,
             )
     finally:

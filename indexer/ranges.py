@@ -231,7 +231,8 @@ def _produce(
             # the texts are read again batch by batch below, so a range's text is never all held.
             # Both passes read one snapshot of the store's parts, so they see the same rows.
             snapshot = StoreIndex(settings.store)
-            pieces, hashes = [], []
+            pieces: list[np.ndarray] = []
+            hashes: list[str] = []
             for batch_pmids, titles, abstracts in read_range(snapshot, job.lo, job.hi):
                 pieces.append(batch_pmids)
                 hashes.extend(document_hash(t, a, chunker.fingerprint) for t, a in zip(titles, abstracts, strict=True))
