@@ -200,11 +200,6 @@ def _cancelled() -> bool:
     return bool(_cancel is not None and _cancel.is_set())
 
 
-def _warm_up() -> None:
-    """The loading process's one-off first-use costs, paid while the listings are read."""
-    warm_up()
-
-
 def _publishing(store: Path, name: str) -> bool:
     return file_markers(store, name)[1].exists()
 
@@ -223,7 +218,8 @@ class _LoadingProcess:
         self.pool = ProcessPoolExecutor(
             max_workers=1, mp_context=context, initializer=_init_loading, initargs=(os.getpid(), self.cancel)
         )
-        self.pool.submit(_warm_up)  # now, while the listings are read (a spawned child also imports afresh)
+        # Its one-off first-use costs, paid now while the listings are read (a spawned child also imports afresh).
+        self.pool.submit(warm_up)
         log.info("loading process started (%s)", self.start_method)
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
