@@ -337,9 +337,13 @@ def main() -> None:
                 flush=True,
             )
             shutil.rmtree(data / f"index-{n}", ignore_errors=True)
-        if len(rows) > 1:
-            growth = rows[-1][1]["peak_rss_mb"] - rows[0][1]["peak_rss_mb"]
-            print(f"peak RSS growth {rows[0][0]:,} -> {rows[-1][0]:,} articles: {growth:+.0f} MB (target <= 512 MB)")
+            if len(rows) > 1:  # after each size, so a long run reports as it goes
+                small, large = min(rows, key=lambda r: r[0]), max(rows, key=lambda r: r[0])
+                growth = large[1]["peak_rss_mb"] - small[1]["peak_rss_mb"]
+                print(
+                    f"peak RSS growth {small[0]:,} -> {large[0]:,} articles: {growth:+.0f} MB (target <= 512 MB)",
+                    flush=True,
+                )
         if args.minilm:
             store = data / f"store-minilm-{args.minilm}"
             if not store.exists():

@@ -6,8 +6,10 @@ engine calls them in this process, the Ray engine runs them as tasks on its work
 (the planning passes are in `indexer.planning`). `build_ranges` tokenises each batch
 of articles once (`Chunker.chunk_many`) in a producer thread, which runs ahead of the
 model through a bounded queue, so the model never waits for reading, splitting or
-tokenising. Memory is bounded by one shard (its ids table, FAISS index and article
-hashes) plus ``PREFETCH`` batches of ``BATCH_ARTICLES`` articles: a range is read twice,
+tokenising; the chunks of consecutive small ranges are pooled into one model call of at
+least ``POOL_CHUNKS``, so a sparse store still embeds in large, length-sorted calls.
+Memory is bounded by one shard (its ids table, FAISS index and article hashes) plus
+``PREFETCH`` batches of ``BATCH_ARTICLES`` articles and one pool: a range is read twice,
 once for its digest and once, only when it must be built, for its text.
 """
 
@@ -49,6 +51,8 @@ BATCH_ARTICLES = 4096
 PREFETCH = 4
 """Tokenised batches the producer may run ahead of the model."""
 READ_BATCH_PMIDS = 100_000
+POOL_CHUNKS = 8192
+"""Chunks gathered across consecutive ranges before one model call (a sparse store's ranges are small)."""
 
 
 @dataclass(frozen=True)
@@ -298,59 +302,86 @@ def build_ranges(
     producer.start()
     results: list[ShardResult] = []
     current: dict[str, Any] = {}
-    try:
-        while True:
-            item = items.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, _Start):
+
+    def replay(events: list[Any]) -> None:
+        """Embed every batch of ``events`` in one call, then start, fill and write their shards in order."""
+        nonlocal current
+        requests: list[tuple[int, list[str], list[np.ndarray], np.ndarray]] = []
+        number = current["start"].job.number if current else -1  # a shard begun in an earlier pool
+        for event in events:
+            if isinstance(event, _Start):
+                number = event.job.number
+            elif isinstance(event, _Batch):
+                keys = event.table.column("key").to_pylist()
+                requests.append((number, keys, event.tokens, event.table.column("pmid").to_numpy()))
+        vectors = iter(source.vectors_many(requests))
+        for event in events:
+            if isinstance(event, _Start):
                 index = faiss.clone_index(trained) if trained is not None else new_index(factory, worker.embedder.dim)
                 current = {
-                    "start": item,
+                    "start": event,
                     "index": index,
                     "tables": [],
                     "articles": 0,
-                    "embedded": source.embedded,
-                    "reused": source.reused,
-                    "seconds": source.embed_seconds,
+                    "embedded": 0,
+                    "reused": 0,
+                    "seconds": 0.0,
                 }
-            elif isinstance(item, _Batch):
-                keys = item.table.column("key").to_pylist()
-                pmids = item.table.column("pmid").to_numpy()
-                number = current["start"].job.number
-                vectors = source.vectors(number, keys, item.tokens, pmids)
-                current["index"] = add_vectors(
-                    current["index"], vectors, item.table.column("id").to_numpy(), use_gpu, lambda _n: None
-                )
-                current["tables"].append(item.table)
-                current["articles"] += item.articles
-                tick("embedded", item.articles)
-            elif isinstance(item, _Done):
-                if item.result is not None:
-                    results.append(item.result)
-                    tick("embedded", item.articles)
+            elif isinstance(event, _Batch):
+                ids = event.table.column("id").to_numpy()
+                batch_vectors, embedded, seconds = next(vectors)
+                current["index"] = add_vectors(current["index"], batch_vectors, ids, use_gpu, lambda _n: None)
+                current["embedded"] += embedded
+                current["reused"] += len(ids) - embedded
+                current["seconds"] += seconds
+                current["tables"].append(event.table)
+                current["articles"] += event.articles
+                tick("embedded", event.articles)
+            elif isinstance(event, _Done):
+                if event.result is not None:
+                    results.append(event.result)
+                    tick("embedded", event.articles)
                 elif current:
-                    start: _Start = current["start"]
-                    table = pa.concat_tables(current["tables"]) if current["tables"] else IDS_SCHEMA.empty_table()
-                    source.cache.flush(start.job.number)
-                    entry = write_shard(index_dir, start.job.number, start.digest, current["index"], table)
-                    source.cache.drop(start.job.number)
-                    results.append(
-                        ShardResult(
-                            entry,
-                            "written",
-                            current["articles"],
-                            source.embedded - current["embedded"],
-                            source.reused - current["reused"],
-                            source.embed_seconds - current["seconds"],
-                        )
-                    )
+                    results.append(finish(current))
                     current = {}
                     if pause:
                         time.sleep(pause)
                 tick("shards", 1)
+
+    def finish(building: dict[str, Any]) -> ShardResult:
+        start: _Start = building["start"]
+        table = pa.concat_tables(building["tables"]) if building["tables"] else IDS_SCHEMA.empty_table()
+        source.cache.flush(start.job.number)
+        entry = write_shard(index_dir, start.job.number, start.digest, building["index"], table)
+        source.cache.drop(start.job.number)
+        return ShardResult(
+            entry,
+            "written",
+            building["articles"],
+            building["embedded"],
+            building["reused"],
+            building["seconds"],
+        )
+
+    # Events are held until POOL_CHUNKS chunks are waiting (or the input ends), so the model
+    # embeds consecutive small ranges together; a dense range's batches of BATCH_ARTICLES
+    # articles (about 8,000 chunks) are embedded one or two at a time.
+    held: list[Any] = []
+    held_chunks = 0
+    try:
+        while True:
+            item = items.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is not None:
+                held.append(item)
+                held_chunks += item.table.num_rows if isinstance(item, _Batch) else 0
+                if held_chunks < POOL_CHUNKS:
+                    continue
+            replay(held)
+            held, held_chunks = [], 0
+            if item is None:
+                break
     finally:
         stop.set()
         producer.join(timeout=30)

@@ -52,29 +52,54 @@ class VectorSource:
         return index, keys
 
     def vectors(self, number: int, keys: list[str], tokens: list[np.ndarray], pmids: np.ndarray) -> np.ndarray:
-        self.cache.open(number)
-        out = np.zeros((len(keys), self.embedder.dim), dtype=np.float32)
-        missing: list[int] = []
-        for row, key in enumerate(keys):
-            cached = self.cache.get(key)
-            if cached is not None:
-                out[row] = cached
-            else:
-                missing.append(row)
-        if self.old is not None and missing:
-            missing = self._from_old(keys, pmids, missing, out)
-        self.reused += len(keys) - len(missing)
-        if missing:
-            started = time.perf_counter()
-            vectors = self.embedder.encode_tokens([tokens[r] for r in missing])
-            seconds = time.perf_counter() - started
-            out[missing] = vectors
-            self.cache.add(number, [keys[r] for r in missing], vectors)
-            self.embedded += len(missing)
-            self.embed_seconds += seconds
-            if self.on_embed is not None:
-                self.on_embed(len(missing), seconds)
-        return out
+        """Vectors of one batch of shard ``number``'s chunks (rows of ``keys``)."""
+        return self.vectors_many([(number, keys, tokens, pmids)])[0][0]
+
+    def vectors_many(
+        self, batches: list[tuple[int, list[str], list[np.ndarray], np.ndarray]]
+    ) -> list[tuple[np.ndarray, int, float]]:
+        """``(vectors, chunks embedded, model seconds)`` of each batch ``(shard number, keys, tokens,
+        pmids)``, given in shard order.
+
+        Whatever the cache and the old shards do not hold is embedded in one model call for
+        all the batches, so small ranges still reach the model in large, length-sorted calls;
+        its seconds are shared among the batches by their chunks embedded.
+        """
+        outs: list[np.ndarray] = []
+        missing: list[list[int]] = []
+        for number, keys, _tokens, pmids in batches:
+            self.cache.open(number)
+            out = np.zeros((len(keys), self.embedder.dim), dtype=np.float32)
+            rows: list[int] = []
+            for row, key in enumerate(keys):
+                cached = self.cache.get(key)
+                if cached is not None:
+                    out[row] = cached
+                else:
+                    rows.append(row)
+            if self.old is not None and rows:
+                rows = self._from_old(keys, pmids, rows, out)
+            self.reused += len(keys) - len(rows)
+            outs.append(out)
+            missing.append(rows)
+        todo = [tokens[r] for (_, _, tokens, _), rows in zip(batches, missing, strict=True) for r in rows]
+        if not todo:
+            return [(out, 0, 0.0) for out in outs]
+        started = time.perf_counter()
+        vectors = self.embedder.encode_tokens(todo)
+        seconds = time.perf_counter() - started
+        at = 0
+        for (number, keys, _, _), out, rows in zip(batches, outs, missing, strict=True):
+            if rows:
+                part = vectors[at : at + len(rows)]
+                at += len(rows)
+                out[rows] = part
+                self.cache.add(number, [keys[r] for r in rows], part)
+        self.embedded += len(todo)
+        self.embed_seconds += seconds
+        if self.on_embed is not None:
+            self.on_embed(len(todo), seconds)
+        return [(out, len(rows), seconds * len(rows) / len(todo)) for out, rows in zip(outs, missing, strict=True)]
 
     def _from_old(self, keys: list[str], pmids: np.ndarray, rows: list[int], out: np.ndarray) -> list[int]:
         assert self.old is not None

@@ -206,10 +206,25 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # anything of that group still alive
 
 
+def _auth_mode(mode: str | None) -> None:
+    """Set Ray's authentication mode for this process (and the `ray start` it spawns), or unset it."""
+    from ray._raylet import Config
+
+    if mode is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = mode
+    Config.initialize("")  # Ray caches the mode per process
+
+
 @pytest.fixture()
 def two_node_cluster() -> Iterator[str]:
     if ray.is_initialized():
         ray.shutdown()
+    # One authentication mode for the head, the second node and this driver, whatever an
+    # earlier `ray.init` in this process or a token left under ~/.ray would pick for each.
+    before = os.environ.get("RAY_AUTH_MODE")
+    _auth_mode("disabled")
     (port,) = _free_ports(1)
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     head = _ray_start(["--head", f"--port={port}", "--include-dashboard=false"], temp)
@@ -240,12 +255,9 @@ def two_node_cluster() -> Iterator[str]:
         for node in reversed(nodes):
             _stop(node)
         shutil.rmtree(temp, ignore_errors=True)
+        _auth_mode(before)
 
 
-@pytest.mark.skipif(
-    os.environ.get("INDEXER_TEST_RAY_CLUSTER") != "1",
-    reason="opt-in (INDEXER_TEST_RAY_CLUSTER=1): the second `ray start` fails token authentication against the head",
-)
 def test_two_node_cluster_equals_the_local_engine(
     tmp_path: Path, abstracts: list[dict[str, Any]], two_node_cluster: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,7 +34,7 @@ def fp32() -> Embedder:
 
 
 def test_small_shards_over_many_ranges_equal_one_shot(
-    tmp_path: Path, abstracts: list[dict[str, Any]], fp32: Embedder
+    tmp_path: Path, abstracts: list[dict[str, Any]], fp32: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = tmp_path / "store"
     write_articles(store, abstracts[:30])
@@ -42,7 +42,12 @@ def test_small_shards_over_many_ranges_equal_one_shot(
     write_articles(store, [dict(abstracts[7], abstract=abstracts[7]["abstract"] + " A later sentence.")], version=2)
     delete_articles(store, [abstracts[11]["pmid"]])
     one = rebuild(make_config(store, tmp_path / "one", shard_size=1 << 25, chunk_tokens=96), fp32)
+    calls: list[int] = []
+    encode = fp32.encode_tokens
+    monkeypatch.setattr(fp32, "encode_tokens", lambda inputs, *a: calls.append(len(inputs)) or encode(inputs, *a))
     many = rebuild(make_config(store, tmp_path / "many", shard_size=250_000, chunk_tokens=96), fp32)
+    monkeypatch.undo()
+    assert calls == [many.vectors], "the chunks of all the small ranges reach the model in one call"
     assert len(read_manifest(tmp_path / "one").shards) == 1  # type: ignore[union-attr]
     assert many.shards_written > 15 and many.vectors == one.vectors
     assert _rows(tmp_path / "many") == _rows(tmp_path / "one"), "same ids, keys and texts, in the same order"
@@ -102,3 +107,26 @@ def test_read_range_pools_sparse_windows_into_full_batches(
     for batch_pmids, titles, texts in batches:
         assert titles == [by_pmid[p]["title"] or "" for p in batch_pmids.tolist()]
         assert texts == [by_pmid[p]["abstract"] or "" for p in batch_pmids.tolist()]
+
+
+def test_pooled_batches_keep_their_shard_when_a_range_spans_several_pools(
+    tmp_path: Path, abstracts: list[dict[str, Any]], fp32: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import indexer.ranges as ranges
+    from indexer.cache import EmbeddingCache
+
+    store = tmp_path / "store"
+    write_articles(store, abstracts)
+    one = rebuild(make_config(store, tmp_path / "one", shard_size=1 << 25, chunk_tokens=96), fp32)
+    # Batches of 3 articles and pools of 4 chunks: every range is split over several pools.
+    monkeypatch.setattr(ranges, "BATCH_ARTICLES", 3)
+    monkeypatch.setattr(ranges, "POOL_CHUNKS", 4)
+    cached: list[int] = []
+    add = EmbeddingCache.add
+    monkeypatch.setattr(EmbeddingCache, "add", lambda self, n, *a: cached.append(n) or add(self, n, *a))
+    many = rebuild(make_config(store, tmp_path / "many", shard_size=4_000_000, chunk_tokens=96), fp32)
+    manifest = read_manifest(tmp_path / "many")
+    assert manifest is not None and many.shards_written > 1 and many.embedded == many.vectors == one.vectors
+    assert len(cached) > 2 * many.shards_written, "more pools than shards"
+    assert set(cached) == {e.number for e in manifest.shards}, "each pool's vectors are cached under their own shard"
+    assert _rows(tmp_path / "many") == _rows(tmp_path / "one")
