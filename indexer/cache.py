@@ -2,7 +2,8 @@
 
 Vectors are appended in small ``.npz`` files ``<index>/cache/<model tag>/emb-<shard>-<n>.npz``
 (each written atomically), so a rebuild killed mid-way does not embed them again. Memory
-holds one shard's group at a time (`open`); a group is dropped once its shard is written
+holds the vectors found on disk for one shard at a time (`open`: what a killed run or the
+training sample cached) and at most ``every`` vectors waiting to be written; a group is dropped once its shard is written
 (the shard file then holds the vectors), and `clear` deletes only the files the cache
 wrote. The tag covers the model and its precision, so vectors of one precision are never
 served to a build in another.
@@ -66,10 +67,11 @@ class EmbeddingCache:
         return self.vectors.get(key)
 
     def add(self, number: int, keys: list[str], vectors: np.ndarray) -> None:
-        """Remember vectors of chunks of shard ``number``; written out every ``every`` vectors."""
-        if number == self.number:
-            for key, vector in zip(keys, vectors, strict=True):
-                self.vectors[key] = vector
+        """Remember vectors of chunks of shard ``number``; written out every ``every`` vectors.
+
+        They are not kept for `get`: the caller has them, and holding every vector of a
+        shard would make memory grow with the shard (a resumed run reads them back, `open`).
+        """
         pending_keys, pending = self._pending.setdefault(number, ([], []))
         pending_keys.extend(keys)
         pending.append(np.asarray(vectors, dtype=np.float32))

@@ -8,7 +8,8 @@ of articles once (`Chunker.chunk_many`) in a producer thread, which runs ahead o
 model through a bounded queue, so the model never waits for reading, splitting or
 tokenising; the chunks of consecutive small ranges are pooled into one model call of at
 least ``POOL_CHUNKS``, so a sparse store still embeds in large, length-sorted calls.
-Memory is bounded by one shard (its ids table, FAISS index and article hashes) plus
+Memory is bounded by one shard's FAISS index and article hashes (its ids rows, with the
+chunk texts, are staged on disk as they come, `indexer.shards.IdsStaging`) plus
 ``PREFETCH`` batches of ``BATCH_ARTICLES`` articles and one pool: a range is read twice,
 once for its digest and once, only when it must be built, for its text.
 """
@@ -34,6 +35,7 @@ from indexer.embedding import Embedder
 from indexer.factory import add_vectors
 from indexer.shards import (
     IDS_SCHEMA,
+    IdsStaging,
     ShardEntry,
     entry_for,
     find_written,
@@ -250,10 +252,7 @@ def _produce(
                 continue
             written = find_written(Path(settings.index), job.number, digest)
             if written is not None and digest not in published:
-                import pyarrow.parquet as pq
-
-                table = pq.read_table(written[1])
-                entry = entry_for(job.number, digest, written[0], written[1], table)
+                entry = entry_for(job.number, digest, written[0], written[1])
                 log.info("shard %05d: found complete from an earlier run", job.number)
                 put(_Done(ShardResult(entry, "found", len(pmids)), len(pmids)))
                 continue
@@ -321,7 +320,7 @@ def build_ranges(
                 current = {
                     "start": event,
                     "index": index,
-                    "tables": [],
+                    "ids": IdsStaging(index_dir, event.job.number, event.digest),
                     "articles": 0,
                     "embedded": 0,
                     "reused": 0,
@@ -334,7 +333,7 @@ def build_ranges(
                 current["embedded"] += embedded
                 current["reused"] += len(ids) - embedded
                 current["seconds"] += seconds
-                current["tables"].append(event.table)
+                current["ids"].append(event.table)
                 current["articles"] += event.articles
                 tick("embedded", event.articles)
             elif isinstance(event, _Done):
@@ -350,9 +349,8 @@ def build_ranges(
 
     def finish(building: dict[str, Any]) -> ShardResult:
         start: _Start = building["start"]
-        table = pa.concat_tables(building["tables"]) if building["tables"] else IDS_SCHEMA.empty_table()
         source.cache.flush(start.job.number)
-        entry = write_shard(index_dir, start.job.number, start.digest, building["index"], table)
+        entry = write_shard(index_dir, start.job.number, start.digest, building["index"], building["ids"])
         source.cache.drop(start.job.number)
         return ShardResult(
             entry,
@@ -385,4 +383,6 @@ def build_ranges(
     finally:
         stop.set()
         producer.join(timeout=30)
+        if current:  # a shard left unfinished by an error: its staged rows go
+            current["ids"].discard()
     return results

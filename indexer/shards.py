@@ -10,13 +10,17 @@ and offset for IVF, position for IDMap); its rows are sorted by id in row groups
 and reads texts only for hits. Shards of an IVF index share one trained quantizer;
 `check_same_quantizer` proves it before any merge (FAISS does not).
 
-Memory: writing holds one shard; `open_index_mmap` maps the FAISS file (IVF lists and
+Memory: writing holds one shard's FAISS index and one batch of its ids rows (the rest
+are staged on disk, `IdsStaging`); `open_index_mmap` maps the FAISS file (IVF lists and
 flat codes stay on disk, paged in by the kernel) and holds only the coarse quantizer.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +31,14 @@ import pyarrow.parquet as pq
 
 from indexer.errors import CorruptShardError
 from indexer.factory import ivf_of, quantizer_fingerprint
-from store.atomic import atomic_write, atomic_write_bytes
+from store.atomic import TEMP_PREFIX, atomic_write
 
 SHARDS_DIR = "shards"
 IDS_ROW_GROUP = 1024
 """Rows per row group of an ids Parquet: the most texts read to return one hit."""
 NO_SLOT = -1
+_COPY_ROWS = 16 * IDS_ROW_GROUP
+"""Rows copied at a time from a shard's staged ids into its published file."""
 
 IDS_SCHEMA = pa.schema(
     [
@@ -99,66 +105,138 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_shard(index_dir: Path, number: int, digest: str, index: Any, table: pa.Table) -> ShardEntry:
+class IdsStaging:
+    """The ids rows of a shard being built, appended to a staging Parquet beside the shard files.
+
+    Rows arrive batch by batch in ascending id order (a range is read in PMID order), so a
+    shard's chunk texts are never all held in memory; `write_shard` then copies them into
+    the published ids file, adding each vector's slot. The staging file has a ``.tmp-``
+    name (`indexer.files` removes one a killed rebuild left behind) and is deleted once
+    the shard is written, or by `discard`.
+    """
+
+    def __init__(self, index_dir: Path, number: int, digest: str) -> None:
+        folder = index_dir / SHARDS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        prefix = f"{TEMP_PREFIX}{shard_stem(number, digest)}.ids.parquet."
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".staging", dir=folder)
+        os.close(fd)
+        self.path = Path(name)
+        self.rows = 0
+        self._last = -1
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.path, IDS_SCHEMA, compression="lz4")
+
+    def append(self, table: pa.Table) -> None:
+        """Stage ``table``'s rows; their ids must follow every id staged so far."""
+        ids = table.column("id").to_numpy()
+        if not len(ids):
+            return
+        if self._writer is None:
+            raise ValueError(f"{self.path}: staging already closed")
+        if ids[0] <= self._last or bool(np.any(np.diff(ids) <= 0)):
+            raise ValueError(f"{self.path}: ids rows must arrive in ascending id order")
+        self._writer.write_table(table.select(IDS_SCHEMA.names).cast(IDS_SCHEMA))
+        self._last = int(ids[-1])
+        self.rows += len(ids)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The staged rows, in order, a few row groups at a time (closes the staging writer)."""
+        self.close()
+        yield from pq.ParquetFile(self.path).iter_batches(batch_size=_COPY_ROWS)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def write_shard(index_dir: Path, number: int, digest: str, index: Any, rows: pa.Table | IdsStaging) -> ShardEntry:
     """Write index then ids atomically under the shard's content name; return its entry.
 
-    The ids rows are written sorted by id with each vector's slot, in row groups of
-    `IDS_ROW_GROUP` rows with id statistics.
+    ``rows`` is the whole ids table (sorted here) or the staged rows of a build (already
+    in id order, copied a few row groups at a time and then deleted). The ids rows are
+    written sorted by id with each vector's slot, in row groups of `IDS_ROW_GROUP` rows
+    with id and pmid statistics. Memory: the FAISS index and one copied batch; the index
+    is streamed to its file, not serialised to a buffer first.
     """
     import faiss
 
     folder = index_dir / SHARDS_DIR
     stem = shard_stem(number, digest)
     index_path, ids_path = folder / f"{stem}.faiss", folder / f"{stem}.ids.parquet"
-    atomic_write_bytes(index_path, faiss.serialize_index(index).tobytes())
-    table = table.select(IDS_SCHEMA.names).cast(IDS_SCHEMA)
-    table = table.take(np.argsort(table.column("id").to_numpy(), kind="stable"))
-    table = table.append_column(SLOT_FIELD, pa.array(vector_slots(index, table.column("id").to_numpy())))
+    if isinstance(rows, pa.Table):
+        table = rows.select(IDS_SCHEMA.names).cast(IDS_SCHEMA)
+        table = table.take(np.argsort(table.column("id").to_numpy(), kind="stable"))
+        batches: Iterable[pa.RecordBatch] = table.to_batches(max_chunksize=_COPY_ROWS)
+    else:
+        batches = rows.batches()
+    with atomic_write(index_path) as handle:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
+    lookup = slot_lookup(index)
     with atomic_write(ids_path) as handle:
-        pq.write_table(
-            table,
-            handle,
-            compression="zstd",
-            row_group_size=IDS_ROW_GROUP,
-            write_statistics=["id", "pmid"],
+        writer = pq.ParquetWriter(
+            handle, IDS_SCHEMA.append(SLOT_FIELD), compression="zstd", write_statistics=["id", "pmid"]
         )
-    return entry_for(number, digest, index_path, ids_path, table)
+        try:
+            for batch in batches:
+                slots = slots_for(lookup, batch.column(0).to_numpy())
+                writer.write_table(
+                    pa.Table.from_batches([batch]).append_column(SLOT_FIELD, pa.array(slots)),
+                    row_group_size=IDS_ROW_GROUP,
+                )
+        finally:
+            writer.close()
+    if isinstance(rows, IdsStaging):
+        rows.discard()
+    return entry_for(number, digest, index_path, ids_path)
 
 
-def vector_slots(index: Any, ids: np.ndarray) -> np.ndarray:
-    """The slot of each of ``ids`` in ``index`` (see `SLOT_FIELD`); -1 where the layout has none."""
+SlotLookup = tuple[np.ndarray, np.ndarray] | None
+"""Every id of an index, sorted, with its slot; None where the layout has no slots."""
+
+
+def slot_lookup(index: Any) -> SlotLookup:
+    """Ids and slots of every vector of ``index`` (16 bytes a vector), sorted by id."""
     import faiss
 
-    out = np.full(len(ids), NO_SLOT, dtype=np.int64)
-    if not len(ids):
-        return out
     top: Any = faiss.downcast_index(index)
     if isinstance(top, faiss.IndexIVF):
-        stored, slots = [], []
+        stored, slots = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         invlists: Any = top.invlists
         for number in range(top.nlist):
             size = invlists.list_size(number)
             if size:
                 stored.append(faiss.rev_swig_ptr(invlists.get_ids(number), size).copy())
                 slots.append((np.int64(number) << np.int64(32)) | np.arange(size, dtype=np.int64))
-        if not stored:
-            return out
         all_ids, all_slots = np.concatenate(stored), np.concatenate(slots)
     elif hasattr(top, "id_map") and not isinstance(faiss.downcast_index(top.index), faiss.IndexIVF):
         all_ids = faiss.vector_to_array(top.id_map).astype(np.int64)
         all_slots = np.arange(len(all_ids), dtype=np.int64)
     else:
-        return out
+        return None
     order = np.argsort(all_ids, kind="stable")
-    where = np.searchsorted(all_ids[order], ids)
-    where = np.minimum(where, len(all_ids) - 1)
-    found = all_ids[order][where] == ids
-    out[found] = all_slots[order][where[found]]
+    return all_ids[order], all_slots[order]
+
+
+def slots_for(lookup: SlotLookup, ids: np.ndarray) -> np.ndarray:
+    """The slot of each of ``ids`` (see `SLOT_FIELD`); -1 where the layout has none or an id is absent."""
+    out = np.full(len(ids), NO_SLOT, dtype=np.int64)
+    if lookup is None or not len(ids) or not len(lookup[0]):
+        return out
+    sorted_ids, sorted_slots = lookup
+    where = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    found = sorted_ids[where] == ids
+    out[found] = sorted_slots[where[found]]
     return out
 
 
-def entry_for(number: int, digest: str, index_path: Path, ids_path: Path, table: pa.Table) -> ShardEntry:
-    pmids = table.column("pmid").to_numpy()
+def entry_for(number: int, digest: str, index_path: Path, ids_path: Path) -> ShardEntry:
+    """The manifest entry of a written shard (reads only the ids file's pmid column)."""
+    pmids = pq.read_table(ids_path, columns=["pmid"]).column("pmid").to_numpy()
     return ShardEntry(
         number=number,
         digest=digest,
@@ -166,8 +244,8 @@ def entry_for(number: int, digest: str, index_path: Path, ids_path: Path, table:
         ids_file=f"{SHARDS_DIR}/{ids_path.name}",
         index_sha256=sha256_file(index_path),
         ids_sha256=sha256_file(ids_path),
-        n_vectors=table.num_rows,
-        n_articles=len(np.unique(pmids)),
+        n_vectors=len(pmids),
+        n_articles=int(np.count_nonzero(np.diff(pmids))) + 1 if len(pmids) else 0,
         pmid_min=int(pmids.min()) if len(pmids) else 0,
         pmid_max=int(pmids.max()) if len(pmids) else 0,
         index_bytes=index_path.stat().st_size,
