@@ -3,10 +3,10 @@
 Vectors are appended in small ``.npz`` files ``<index>/cache/<model tag>/emb-<shard>-<n>.npz``
 (each written atomically), so a rebuild killed mid-way does not embed them again. Memory
 holds the vectors found on disk for one shard at a time (`open`: what a killed run or the
-training sample cached) and at most ``every`` vectors waiting to be written; a group is dropped once its shard is written
-(the shard file then holds the vectors), and `clear` deletes only the files the cache
-wrote. The tag covers the model and its precision, so vectors of one precision are never
-served to a build in another.
+training sample cached) and at most ``every`` vectors waiting to be written; a group is
+dropped once its shard is written (the shard file then holds the vectors), and `clear`
+deletes only the files the cache wrote. The tag covers the model and its precision, so
+vectors of one precision are never served to a build in another.
 """
 
 from __future__ import annotations

@@ -5,10 +5,13 @@ strings only the texts of its ratio-sample candidates: articles whose PMID hash 
 below a threshold set from the store's total row count (from the Parquet footers), so
 about ``2 x ratio_size`` articles of the whole store are chunked, however it is cut into
 ranges. The global ratio sample (the ``ratio_size`` smallest hashes, `indexer.build`)
-is then the same as with every article a candidate. `sample_range` embeds the chosen
-training articles and says how long the model took. Both return numbers, vectors and
-keys, never article text (the Ray engine runs them on its workers). Memory: one read
-batch plus ``ratio_size`` candidates' texts and ``train_max`` candidate PMIDs.
+is then the same as with every article a candidate. Training candidates are drawn the
+same way (another hash, below a threshold for about ``2 x train_max`` over the store), so
+the plans of all ranges together hold about that many PMIDs, not one per article.
+`sample_range` embeds the chosen training articles and says how long the model took.
+Both return numbers, vectors and keys, never article text (the Ray engine runs them on
+its workers). Memory: one read batch plus ``ratio_size`` candidates' texts and at most
+``train_max`` candidate PMIDs.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ def _bottom(z: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarray, n
     return z[keep], values[keep]
 
 
-def ratio_limit(ratio_size: int, store_rows: int) -> np.uint64:
-    """Hash threshold below which an article is a ratio-sample candidate (all when the store is small)."""
-    share = RATIO_MARGIN * ratio_size / max(store_rows, 1)
+def ratio_limit(size: int, store_rows: int) -> np.uint64:
+    """Hash threshold below which an article is a candidate of a sample of ``size`` (all when the store is small)."""
+    share = RATIO_MARGIN * size / max(store_rows, 1)
     if share >= 1:
         return np.uint64(2**64 - 1)
     return np.uint64(int(share * 2**64))
@@ -64,6 +67,7 @@ def plan_range(
 
     store = StoreIndex(settings.store)
     limit = ratio_limit(ratio_size, store.articles.num_rows)
+    train_limit = ratio_limit(train_max, store.articles.num_rows)
     plan = RangePlan(lo, hi)
     ratio_pmids = np.zeros(0, np.int64)
     texts: dict[int, tuple[str, str]] = {}
@@ -87,8 +91,10 @@ def plan_range(
                 )
                 texts = {p: texts[p] for p in ratio_pmids.tolist()}
         if train_max:
+            z = hash_z(pmids, 1)
+            rows = np.flatnonzero(z < train_limit)
             plan.train_z, plan.train_pmids = _bottom(
-                np.concatenate([plan.train_z, hash_z(pmids, 1)]), np.concatenate([plan.train_pmids, pmids]), train_max
+                np.concatenate([plan.train_z, z[rows]]), np.concatenate([plan.train_pmids, pmids[rows]]), train_max
             )
     if texts:
         order = np.argsort(ratio_pmids, kind="stable")

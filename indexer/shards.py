@@ -174,8 +174,9 @@ def write_shard(index_dir: Path, number: int, digest: str, index: Any, rows: pa.
         batches: Iterable[pa.RecordBatch] = table.to_batches(max_chunksize=_COPY_ROWS)
     else:
         batches = rows.batches()
+    callback_writer: Any = faiss.PyCallbackIOWriter  # type: ignore[attr-defined]
     with atomic_write(index_path) as handle:
-        faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
+        faiss.write_index(index, callback_writer(handle.write))
     lookup = slot_lookup(index)
     with atomic_write(ids_path) as handle:
         writer = pq.ParquetWriter(

@@ -130,3 +130,133 @@ def test_pooled_batches_keep_their_shard_when_a_range_spans_several_pools(
     assert len(cached) > 2 * many.shards_written, "more pools than shards"
     assert set(cached) == {e.number for e in manifest.shards}, "each pool's vectors are cached under their own shard"
     assert _rows(tmp_path / "many") == _rows(tmp_path / "one")
+
+
+def test_a_shards_ids_rows_go_to_disk_batch_by_batch(
+    tmp_path: Path, abstracts: list[dict[str, Any]], fp32: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import indexer.ranges as ranges
+    from indexer.shards import IDS_ROW_GROUP, IdsStaging
+
+    store = tmp_path / "store"
+    write_articles(store, abstracts)
+    monkeypatch.setattr(ranges, "BATCH_ARTICLES", 4)
+    sizes: list[tuple[int, int]] = []  # (rows staged so far, bytes of the staging file on disk)
+    append = IdsStaging.append
+
+    def recording(self: IdsStaging, table: Any) -> None:
+        append(self, table)
+        sizes.append((self.rows, self.path.stat().st_size))
+
+    monkeypatch.setattr(IdsStaging, "append", recording)
+    summary = rebuild(make_config(store, tmp_path / "index", shard_size=1 << 25, chunk_tokens=96), fp32)
+    assert summary.shards_written == 1 and len(sizes) >= len(abstracts) // 4
+    assert [r for r, _ in sizes] == sorted(r for r, _ in sizes) and sizes[-1][0] == summary.vectors
+    on_disk = [b for _, b in sizes]
+    assert len(set(on_disk)) > len(on_disk) // 2, "each batch's rows reach the staging file when staged"
+    assert not [p.name for p in (tmp_path / "index" / "shards").iterdir() if p.name.startswith(".tmp-")]
+    manifest = read_manifest(tmp_path / "index")
+    assert manifest is not None
+    ids_file = pq.ParquetFile(tmp_path / "index" / manifest.shards[0].ids_file)
+    assert ids_file.metadata.num_rows == summary.vectors == manifest.shards[0].n_vectors
+    assert manifest.shards[0].n_articles == len(abstracts)
+    groups = [ids_file.metadata.row_group(g).num_rows for g in range(ids_file.metadata.num_row_groups)]
+    assert max(groups) <= IDS_ROW_GROUP
+    slots = ids_file.read(columns=["slot"]).column("slot").to_numpy()
+    assert (slots >= 0).all(), "every row has its vector's slot"
+
+
+def test_staging_refuses_rows_out_of_id_order(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from indexer.shards import IDS_SCHEMA, IdsStaging
+
+    def rows(ids: list[int]) -> pa.Table:
+        n = len(ids)
+        values = {"id": ids, "pmid": [i >> 8 for i in ids], "chunk": [i & 0xFF for i in ids], "start": [0] * n}
+        values |= {"end": [1] * n, "doc_hash": ["h"] * n, "key": ["k"] * n, "text": ["t"] * n}
+        return pa.table(values, schema=IDS_SCHEMA)
+
+    staging = IdsStaging(tmp_path, 3, "ab" * 32)
+    staging.append(rows([256, 257]))
+    with pytest.raises(ValueError, match="ascending id order"):
+        staging.append(rows([257, 512]))
+    with pytest.raises(ValueError, match="ascending id order"):
+        staging.append(rows([1024, 768]))
+    assert staging.path.name.startswith(".tmp-shard-00003-abababababab.ids.parquet.")
+    staging.discard()
+    assert not staging.path.exists()
+
+
+def test_an_error_mid_shard_drops_its_staged_rows_and_keeps_the_published_index(
+    tmp_path: Path, abstracts: list[dict[str, Any]], fp32: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import indexer.ranges as ranges
+
+    store = tmp_path / "store"
+    write_articles(store, abstracts)
+    index = tmp_path / "index"
+    first = rebuild(make_config(store, index, shard_size=1 << 25, chunk_tokens=96), fp32)
+    before = (index / "manifest.json").read_bytes()
+    monkeypatch.setattr(ranges, "BATCH_ARTICLES", 4)
+    monkeypatch.setattr(ranges, "POOL_CHUNKS", 4)
+    calls: list[int] = []
+    encode = fp32.encode_tokens
+
+    def failing(inputs: Any, *a: Any) -> Any:
+        calls.append(len(inputs))
+        if len(calls) == 3:
+            raise RuntimeError("model failed mid-shard")
+        return encode(inputs, *a)
+
+    monkeypatch.setattr(fp32, "encode_tokens", failing)
+    with pytest.raises(RuntimeError, match="mid-shard"):
+        rebuild(make_config(store, index, shard_size=1 << 25, chunk_tokens=96, full=True), fp32)
+    monkeypatch.undo()
+    assert len(calls) == 3
+    assert not [p.name for p in (index / "shards").iterdir() if ".staging" in p.name], "staged rows are gone"
+    assert (index / "manifest.json").read_bytes() == before
+    hits = open_index(index, fp32).search([question_from(abstracts[0])], k=3)[0]
+    assert len(hits) == 3 and first.vectors > 0
+
+
+def test_the_embedding_cache_holds_only_what_it_read_back(tmp_path: Path) -> None:
+    from indexer.cache import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path, "model", every=4, precision="fp32")
+    cache.open(2)
+    vectors = np.arange(30, dtype=np.float32).reshape(10, 3)
+    keys = [f"k{i}" for i in range(10)]
+    cache.add(2, keys, vectors)
+    assert len(cache) == 0 and cache.get("k0") is None, "new vectors are written out, not held"
+    cache.flush(2)
+    resumed = EmbeddingCache(tmp_path, "model", every=4, precision="fp32")
+    resumed.open(2)
+    assert len(resumed) == 10
+    np.testing.assert_array_equal(np.stack([resumed.get(k) for k in keys]), vectors)  # type: ignore[misc]
+    cache.drop(2)
+    again = EmbeddingCache(tmp_path, "model", every=4, precision="fp32")
+    again.open(2)
+    assert len(again) == 0
+
+
+def test_training_candidates_are_a_hash_sample_of_the_store_not_every_article(
+    tmp_path: Path, abstracts: list[dict[str, Any]], fp32: Embedder
+) -> None:
+    from indexer.factory import hash_z
+    from indexer.planning import plan_range
+    from indexer.ranges import Settings
+
+    store = tmp_path / "store"
+    write_articles(store, abstracts)
+    settings = Settings(str(store), str(tmp_path / "index"), "default", "cpu", "fp32", 8, None, None, 96, 16, 1, 64)
+    pmids = np.array(sorted(r["pmid"] for r in abstracts), np.int64)
+    edges = [*pmids[::6].tolist(), int(pmids[-1]) + 1]  # ranges of 6 articles each
+    plans = [plan_range(settings, lo, hi, 0, 4, fp32) for lo, hi in zip(edges, edges[1:], strict=False)]
+    assert sum(p.articles for p in plans) == len(abstracts)
+    kept = np.concatenate([p.train_pmids for p in plans])
+    z = np.concatenate([p.train_z for p in plans])
+    assert 4 <= len(kept) < len(abstracts) // 2, "about 2 x train_max candidates over the whole store"
+    # The smallest hashes among the candidates are the smallest of the whole store.
+    every = hash_z(pmids, 1)
+    assert sorted(kept[np.argsort(z)[:4]].tolist()) == sorted(pmids[np.argsort(every)[:4]].tolist())
