@@ -33,6 +33,10 @@ from tests.indexer.conftest import make_config, write_articles
 from tests.indexer.test_rebuild_search import question_from
 
 REPO = Path(__file__).resolve().parents[2]
+# Ray starts its workers at nice 15; on a busy machine (CI is often shared) they then get
+# next to no CPU beside normal-priority work and these tests stall. Every `ray.init` and
+# `ray start` below inherits this.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def _ids(index_dir: Path) -> list[tuple[str, list[int], list[str]]]:
