@@ -8,7 +8,8 @@ the manifest (same quantizer, same codes) filled with the same vectors. So SQ8 a
 losses count against recall, which the compressed index searched with nprobe = nlist
 would hide. On a sample sparser than the full index, neighbours lie further apart and
 need more lists probed, so the nprobe chosen here errs on the safe side. Memory: the
-sample's vectors and texts (``sample`` x (dim floats + one chunk)).
+sample's vectors and texts (``sample`` x (dim floats + one chunk)), plus one shard's ids
+(8 bytes a chunk) and one batch of its texts while its sample is picked.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
+import pyarrow as pa
 
+from indexer.errors import CorruptShardError
 from indexer.factory import factory_nlist, hash_sample, new_index, noisy_queries, recall_at, set_nprobe, tune_nprobe
 from indexer.manifest import Manifest
 from indexer.shards import read_ids, read_index, reconstruct
 
 log = logging.getLogger(__name__)
+
+_TEXT_BATCH_ROWS = 16_384
+"""Rows of an ids file read at a time while picking the sample's texts."""
 
 Encode = Callable[[Sequence[str]], np.ndarray]
 
@@ -46,20 +51,33 @@ def sample_vectors(
     all_ids, all_vectors = [], []
     for entry in sorted(manifest.shards, key=lambda e: e.number):
         want = min(entry.n_vectors, max(1, round(sample * entry.n_vectors / total)))
-        table = read_ids(index_dir, entry, ["id", "text"] if not exact else ["id"])
-        picks = hash_sample(table.column("id").to_numpy(), want, salt=3)
-        ids = table.column("id").to_numpy()[picks]
+        every = read_ids(index_dir, entry, ["id"]).column("id").to_numpy()
+        ids = every[hash_sample(every, want, salt=3)]  # in file (id) order
         if exact:
             vectors = reconstruct(read_index(index_dir, entry, check=False), ids)
         else:
             assert encode is not None
-            texts = pc.take(table.column("text"), picks).to_pylist()
-            vectors = encode(texts)
+            vectors = encode(_texts(index_dir / entry.ids_file, ids))
         all_ids.append(ids)
         all_vectors.append(np.asarray(vectors, np.float32))
     if not all_ids:
         return np.zeros(0, np.int64), np.zeros((0, manifest.dim), np.float32)
     return np.concatenate(all_ids), np.concatenate(all_vectors)
+
+
+def _texts(path: Path, ids: np.ndarray) -> list[str]:
+    """Chunk texts of ``ids`` (sorted, as the file is), streamed a batch at a time: a shard's
+    texts are never all read into memory for the few the sample needs."""
+    import pyarrow.parquet as pq
+
+    texts: list[str] = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_TEXT_BATCH_ROWS, columns=["id", "text"]):
+        keep = np.isin(batch.column(0).to_numpy(), ids)
+        if keep.any():
+            texts.extend(batch.column(1).filter(pa.array(keep)).to_pylist())
+    if len(texts) != len(ids):
+        raise CorruptShardError(f"{path}: {len(ids) - len(texts)} sampled ids missing; run `indexer rebuild --full`")
+    return texts
 
 
 def measure_recall(

@@ -34,3 +34,34 @@ def test_pq_loss_shows_in_recall_and_flat_is_exact(
     flat = read_manifest(tmp_path / "flat")
     assert flat is not None
     assert measure_recall(tmp_path / "flat", flat, 100, None)[1] == 1.0
+
+
+def test_the_recall_sample_reembeds_its_own_texts_reading_one_batch_at_a_time(
+    tmp_path: Path, abstracts: list[dict[str, Any]], embedder: Embedder, monkeypatch: Any
+) -> None:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    import indexer.recall as recall
+
+    write_articles(tmp_path / "store", abstracts)
+    rebuild(make_config(tmp_path / "store", tmp_path / "sq", factory="IVF2,SQ8", nprobe=2, chunk_tokens=64), embedder)
+    manifest = read_manifest(tmp_path / "sq")
+    assert manifest is not None
+    asked: list[list[str]] = []
+    read_ids = recall.read_ids
+    monkeypatch.setattr(recall, "read_ids", lambda d, e, cols: asked.append(list(cols)) or read_ids(d, e, cols))
+    monkeypatch.setattr(recall, "_TEXT_BATCH_ROWS", 7)
+    encoded: list[str] = []
+    ids, vectors = recall.sample_vectors(
+        tmp_path / "sq", manifest, 25, lambda texts: encoded.extend(texts) or embedder.encode(list(texts))
+    )
+    assert asked and all(cols == ["id"] for cols in asked), "no shard's texts are read whole"
+    assert 20 <= len(ids) <= 30 and len(encoded) == len(ids) == len(vectors)
+    by_id: dict[int, str] = {}
+    for entry in manifest.shards:
+        table = pq.read_table(tmp_path / "sq" / entry.ids_file, columns=["id", "text"])
+        by_id.update(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
+    assert encoded == [by_id[i] for i in ids.tolist()], "each sampled id gets its own chunk's text"
+    # bf16 on CPU: a vector moves by a few 1e-4 with the batch its text lands in
+    np.testing.assert_allclose(vectors, embedder.encode([by_id[i] for i in ids.tolist()]), atol=5e-3)
