@@ -92,6 +92,8 @@ def resolve_precision(precision: str, device: str) -> str:
 
 Progress = Callable[[int], Any]
 
+TOKENIZE_TEXTS = 1024
+"""Texts `Embedder.encode` tokenises in one call (then keeps only their token ids)."""
 CPU_BATCH_TOKENS = 4096
 """Padded tokens per batch on CPU: small enough that a batch's activations stay in cache."""
 CUDA_BATCH_TOKENS = 65536
@@ -177,7 +179,14 @@ class Embedder:
         """Normalised embeddings, one row per text, in input order (float32)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length)["input_ids"]
+        # Tokenised a slice at a time into compact arrays: the tokenizer's output for many
+        # texts at once (Python lists and its own encodings) is tens of bytes a token.
+        encoded: list[np.ndarray] = []
+        for first in range(0, len(texts), TOKENIZE_TEXTS):
+            part = self.tokenizer(
+                list(texts[first : first + TOKENIZE_TEXTS]), truncation=True, max_length=self.max_seq_length
+            )["input_ids"]
+            encoded.extend(np.asarray(ids, dtype=np.int32) for ids in part)
         return self.encode_tokens(encoded, progress)
 
     def encode_tokens(

@@ -260,3 +260,19 @@ def test_training_candidates_are_a_hash_sample_of_the_store_not_every_article(
     # The smallest hashes among the candidates are the smallest of the whole store.
     every = hash_z(pmids, 1)
     assert sorted(kept[np.argsort(z)[:4]].tolist()) == sorted(pmids[np.argsort(every)[:4]].tolist())
+
+
+def test_encode_tokenises_a_slice_at_a_time_with_the_same_vectors(
+    abstracts: list[dict[str, Any]], fp32: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import indexer.embedding as embedding
+
+    texts = [r["abstract"] or r["title"] for r in abstracts[:10]]
+    whole = fp32.encode_tokens(fp32.tokenizer(texts, truncation=True, max_length=fp32.max_seq_length)["input_ids"])
+    calls: list[int] = []
+    tokenizer = fp32.tokenizer
+    monkeypatch.setattr(embedding, "TOKENIZE_TEXTS", 3)
+    monkeypatch.setattr(fp32, "tokenizer", lambda batch, **kw: calls.append(len(batch)) or tokenizer(batch, **kw))
+    sliced = fp32.encode(texts)
+    assert calls == [3, 3, 3, 1]
+    np.testing.assert_allclose(sliced, whole, atol=1e-6)
