@@ -4,11 +4,12 @@ The file is memory-mapped and only its footer is parsed on open: the id range of
 row group (from the statistics `indexer.shards.write_shard` writes) becomes two small
 arrays. A lookup reads only the row groups whose range can hold the ids asked for, and
 only the columns asked for; files are sorted by id, so one id costs one row group
-(`IDS_ROW_GROUP` rows). Older files without statistics or order still answer, by
-reading more row groups.
+(`IDS_ROW_GROUP` rows). Row groups are read one at a time, so a lookup that touches
+every group (a hash sample) holds one group plus the rows it keeps. Older files
+without statistics or order still answer, by reading more row groups.
 
-Memory: the footer and two int64 arrays per row group; a lookup holds the row groups
-it touches. The mapping outlives the file's removal, so an old generation of the index
+Memory: the footer and two int64 arrays per row group; a lookup holds one row group
+and the rows it returns. The mapping outlives the file's removal, so an old generation of the index
 keeps answering after a rebuild replaced it.
 """
 
@@ -71,15 +72,18 @@ class IdsFile:
         names = ["id", *[c for c in columns if c != "id"]]
         if not len(groups):
             return pa.table({n: pa.array([], type=self._file.schema_arrow.field(n).type) for n in names})
-        try:
-            table = self._file.read_row_groups(groups.tolist(), columns=names)
-        except (OSError, pa.ArrowException) as exc:
-            message = f"{self.path}: corrupt shard ids file ({exc}); run `indexer rebuild --full`"
-            raise CorruptShardError(message) from exc
-        ids = table.column("id").to_numpy()
-        where = np.searchsorted(starts, ids, side="right") - 1
-        keep = (where >= 0) & (ids < stops[np.maximum(where, 0)])
-        return table.filter(pa.array(keep))
+        parts = []
+        for group in groups.tolist():  # one row group at a time: memory is one group plus the rows kept
+            try:
+                table = self._file.read_row_group(group, columns=names)
+            except (OSError, pa.ArrowException) as exc:
+                message = f"{self.path}: corrupt shard ids file ({exc}); run `indexer rebuild --full`"
+                raise CorruptShardError(message) from exc
+            ids = table.column("id").to_numpy()
+            where = np.searchsorted(starts, ids, side="right") - 1
+            keep = (where >= 0) & (ids < stops[np.maximum(where, 0)])
+            parts.append(table.filter(pa.array(keep)))
+        return pa.concat_tables(parts)
 
     def read_ids(self, ids: np.ndarray, columns: Sequence[str]) -> pa.Table:
         """Rows of exactly these ids (any order, no duplicates needed)."""

@@ -20,17 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from indexer.errors import CorruptShardError
 from indexer.factory import factory_nlist, hash_sample, new_index, noisy_queries, recall_at, set_nprobe, tune_nprobe
+from indexer.idsfile import IdsFile
 from indexer.manifest import Manifest
 from indexer.shards import read_ids, read_index, reconstruct
 
 log = logging.getLogger(__name__)
-
-_TEXT_BATCH_ROWS = 16_384
-"""Rows of an ids file read at a time while picking the sample's texts."""
 
 Encode = Callable[[Sequence[str]], np.ndarray]
 
@@ -66,18 +63,15 @@ def sample_vectors(
 
 
 def _texts(path: Path, ids: np.ndarray) -> list[str]:
-    """Chunk texts of ``ids`` (sorted, as the file is), streamed a batch at a time: a shard's
-    texts are never all read into memory for the few the sample needs."""
-    import pyarrow.parquet as pq
-
-    texts: list[str] = []
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_TEXT_BATCH_ROWS, columns=["id", "text"]):
-        keep = np.isin(batch.column(0).to_numpy(), ids)
-        if keep.any():
-            texts.extend(batch.column(1).filter(pa.array(keep)).to_pylist())
-    if len(texts) != len(ids):
-        raise CorruptShardError(f"{path}: {len(ids) - len(texts)} sampled ids missing; run `indexer rebuild --full`")
-    return texts
+    """Chunk texts of ``ids``: `IdsFile` reads a row group at a time, so a shard's texts are
+    never all in memory for the few the sample needs."""
+    table = IdsFile(path).read_ids(ids, ["text"])
+    got = table.column("id").to_numpy()
+    order = np.argsort(got, kind="stable")
+    if not np.array_equal(got[order], np.unique(ids)):
+        raise CorruptShardError(f"{path}: sampled ids missing from the file; run `indexer rebuild --full`")
+    rows = order[np.searchsorted(got[order], ids)]
+    return [str(t) for t in table.column("text").take(rows).to_pylist()]
 
 
 def measure_recall(

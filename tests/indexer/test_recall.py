@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from indexer.build import rebuild
 from indexer.embedding import Embedder
 from indexer.factory import factory_nlist
@@ -36,7 +38,7 @@ def test_pq_loss_shows_in_recall_and_flat_is_exact(
     assert measure_recall(tmp_path / "flat", flat, 100, None)[1] == 1.0
 
 
-def test_the_recall_sample_reembeds_its_own_texts_reading_one_batch_at_a_time(
+def test_the_recall_sample_reembeds_its_own_texts_reading_one_row_group_at_a_time(
     tmp_path: Path, abstracts: list[dict[str, Any]], embedder: Embedder, monkeypatch: Any
 ) -> None:
     import numpy as np
@@ -51,12 +53,16 @@ def test_the_recall_sample_reembeds_its_own_texts_reading_one_batch_at_a_time(
     asked: list[list[str]] = []
     read_ids = recall.read_ids
     monkeypatch.setattr(recall, "read_ids", lambda d, e, cols: asked.append(list(cols)) or read_ids(d, e, cols))
-    monkeypatch.setattr(recall, "_TEXT_BATCH_ROWS", 7)
+    groups: list[int] = []
+    read_group = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda f, g, **kw: groups.append(g) or read_group(f, g, **kw))
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", lambda *a, **kw: pytest.fail("row groups read together"))
     encoded: list[str] = []
     ids, vectors = recall.sample_vectors(
         tmp_path / "sq", manifest, 25, lambda texts: encoded.extend(texts) or embedder.encode(list(texts))
     )
     assert asked and all(cols == ["id"] for cols in asked), "no shard's texts are read whole"
+    assert groups, "texts come from row groups read one by one"
     assert 20 <= len(ids) <= 30 and len(encoded) == len(ids) == len(vectors)
     by_id: dict[int, str] = {}
     for entry in manifest.shards:
