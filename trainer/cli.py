@@ -25,7 +25,7 @@ from store.cli_contract import (
     show_config_option,
 )
 from store.config import FlagValue, Resolved, StoreConfig, resolve_config
-from trainer.config import Augment, Ensemble, Head, Quant, Rationale, ReportTo, TrainerConfig
+from trainer.config import Adapter, Augment, Ensemble, Head, Quant, Rationale, ReportTo, TrainerConfig
 from trainer.questions import Question, load_bioasq, load_pubmedqa
 
 
@@ -159,6 +159,10 @@ def fit(
         Path | None, flag(TrainerConfig, "out", help="Run folder (adapter, config, metrics, plots).")
     ] = None,
     quant: Annotated[Quant | None, flag(TrainerConfig, "quant", help="nf4 (QLoRA) or none (plain LoRA).")] = None,
+    adapter: Annotated[
+        Adapter | None,
+        flag(TrainerConfig, "adapter", help="lora (adapters over a frozen base) or full (every weight; quant none)."),
+    ] = None,
     lora_r: Annotated[int | None, flag(TrainerConfig, "lora_r")] = None,
     lora_alpha: Annotated[float | None, flag(TrainerConfig, "lora_alpha")] = None,
     lora_dropout: Annotated[float | None, flag(TrainerConfig, "lora_dropout")] = None,

@@ -22,6 +22,7 @@ Augment = Literal["rare", "all", "none"]
 Head = Literal["classifier", "verbalizer"]
 Rationale = Literal["none", "ideal_answer"]
 Quant = Literal["nf4", "none"]
+Adapter = Literal["lora", "full"]
 Ensemble = Literal["none", "lexical"]
 ReportTo = Literal["none", "tensorboard"]
 
@@ -115,6 +116,11 @@ class TrainerConfig(StageConfig):
     quant: Quant = Field(
         default="nf4", description="nf4: QLoRA over a bitsandbytes 4-bit NF4 base; none: plain LoRA over full weights."
     )
+    adapter: Adapter = Field(
+        default="lora",
+        description="lora: train LoRA adapters (and the head) over a frozen base; full: train every weight "
+        "(needs quant = 'none'), saved as a whole model.",
+    )
     double_quant: bool = Field(default=True, description="Quantise the 4-bit quantisation constants too (nf4 only).")
     skip_quant_modules: list[str] = Field(
         default_factory=lambda: ["classifier", "score", "lm_head", r".*pooler"],
@@ -184,6 +190,8 @@ class TrainerConfig(StageConfig):
             )
         if "documents" in self.prompt_parts and self.retrieve_k == 0:
             raise ValueError("prompt_parts includes 'documents' but retrieve_k is 0; set retrieve_k >= 1")
+        if self.adapter == "full" and self.quant != "none":
+            raise ValueError("adapter 'full' trains every weight and needs quant = 'none' (4-bit weights are frozen)")
         if self.rationale != "none" and self.head != "verbalizer":
             raise ValueError("rationale needs head = 'verbalizer' (a classifier head has no text target)")
         return self

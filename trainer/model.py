@@ -3,7 +3,9 @@
 QLoRA by default: every linear layer of the base model becomes a bitsandbytes ``Linear4bit``
 (NF4, compute dtype float32 on CPU, bf16 on CUDA) while the head (an encoder's classifier and
 pooler, a decoder's ``score`` layer, the LM head) stays full precision; classification heads
-are trained in full (``modules_to_save``); LoRA adapters go on ``target_modules``.
+are trained in full (``modules_to_save``); LoRA adapters go on ``target_modules``. With
+``adapter='full'`` (and ``quant='none'``) every weight is trained and the run saves the
+whole model in place of an adapter.
 
 Encoders (BERT family) get a sequence-classification head. Decoders (Llama, Qwen2, Gemma
 and other causal LMs) take ``head='classifier'`` (last-token pooling; the pad token is set
@@ -114,9 +116,9 @@ def prepare_decoder_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def load_base_model(cfg: TrainerConfig, cuda: bool | None = None) -> Any:
+def load_base_model(cfg: TrainerConfig, cuda: bool | None = None, path: str | None = None) -> Any:
     """The base model quantised as ``cfg.quant`` says: a two-label (no, yes) sequence classifier, or for
-    ``head='verbalizer'`` the causal LM."""
+    ``head='verbalizer'`` the causal LM; from ``path`` when given (a fully fine-tuned run's weights)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -138,7 +140,7 @@ def load_base_model(cfg: TrainerConfig, cuda: bool | None = None) -> Any:
         kwargs["device_map"] = {"": 0 if cuda else "cpu"}
     elif cfg.uses_bf16(cuda):
         kwargs["dtype"] = torch.bfloat16
-    path = resolve_model_path(cfg.model)
+    path = path or resolve_model_path(cfg.model)
     verbosity = hf_logging.get_verbosity()
     if not sys.stderr.isatty():
         hf_logging.disable_progress_bar()
@@ -192,8 +194,13 @@ def add_lora(model: Any, cfg: TrainerConfig) -> Any:
 
 
 def build_model(cfg: TrainerConfig, cuda: bool | None = None) -> Any:
-    """Fresh base model with LoRA adapters, ready to train."""
-    return add_lora(load_base_model(cfg, cuda), cfg)
+    """Fresh base model with LoRA adapters (or, for ``adapter='full'``, every weight trainable), ready to train."""
+    model = load_base_model(cfg, cuda)
+    if cfg.adapter == "lora":
+        return add_lora(model, cfg)
+    if cfg.uses_gradient_checkpointing(has_cuda(), is_decoder(cfg.model)):
+        model.gradient_checkpointing_enable()
+    return model
 
 
 def run_config(run: str | Path) -> TrainerConfig:
@@ -206,11 +213,18 @@ def run_config(run: str | Path) -> TrainerConfig:
 
 
 def load_trained(run: str | Path, cuda: bool | None = None) -> tuple[Any, Any, TrainerConfig]:
-    """(model in eval mode, tokenizer, config) of a trained run: base model + saved adapter."""
+    """(model in eval mode, tokenizer, config) of a trained run: base model + saved adapter, or the
+    saved whole model of ``adapter='full'``."""
     from peft import PeftModel
 
     cfg = run_config(run)
     adapter = Path(run) / ADAPTER_DIR
+    if cfg.adapter == "full":
+        if not (adapter / "config.json").is_file():
+            raise TrainerError(f"{adapter}: no fine-tuned model saved here (config.json missing)")
+        model = load_base_model(cfg, cuda, path=str(adapter))
+        model.eval()
+        return model, load_tokenizer(cfg), cfg
     if not (adapter / "adapter_config.json").is_file():
         raise TrainerError(f"{adapter}: no adapter saved here (adapter_config.json missing)")
     base = load_base_model(cfg, cuda)
