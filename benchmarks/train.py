@@ -7,6 +7,8 @@ any augmentation. Each arm is one recipe on the packaged all-MiniLM-L6-v2:
 - ``cross``: plain LoRA as a cross-encoder over (question, snippet) pairs: every training
   question gets one view per snippet, and a test question's answer pools (averages the
   logits of) its prompt view and its snippet views;
+- ``cross-full``: the ``cross`` views with every weight fine-tuned (``adapter='full'``) at
+  a learning rate fit for full fine-tuning (3e-5, not ``--lr``);
 - ``<arm>+lexical``: the same fit with ``ensemble='lexical'`` (calibrated P(yes) averaged
   with the TF-IDF classifier's, weight chosen on valid only): costs no extra training.
 
@@ -76,6 +78,7 @@ ARMS: dict[str, dict[str, Any]] = {
         "quant": "none",
     },
 }
+ARMS["cross-full"] = {**ARMS["cross"], "adapter": "full", "learning_rate": 3e-5}
 
 
 def run_arm(name: str, questions: list[Question], cfg: TrainerConfig) -> dict[str, Any]:
