@@ -9,8 +9,8 @@ every group (a hash sample) holds one group plus the rows it keeps. Older files
 without statistics or order still answer, by reading more row groups.
 
 Memory: the footer and two int64 arrays per row group; a lookup holds one row group
-and the rows it returns. The mapping outlives the file's removal, so an old generation of the index
-keeps answering after a rebuild replaced it.
+and the rows it returns. The mapping outlives the file's removal, so an old generation
+of the index keeps answering after a rebuild replaced it.
 """
 
 from __future__ import annotations

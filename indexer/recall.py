@@ -9,7 +9,7 @@ losses count against recall, which the compressed index searched with nprobe = n
 would hide. On a sample sparser than the full index, neighbours lie further apart and
 need more lists probed, so the nprobe chosen here errs on the safe side. Memory: the
 sample's vectors and texts (``sample`` x (dim floats + one chunk)), plus one shard's ids
-(8 bytes a chunk) and one batch of its texts while its sample is picked.
+(8 bytes a chunk) and one row group of its texts while its sample is picked.
 """
 
 from __future__ import annotations

@@ -223,11 +223,9 @@ def load_trained(run: str | Path, cuda: bool | None = None) -> tuple[Any, Any, T
         if not (adapter / "config.json").is_file():
             raise TrainerError(f"{adapter}: no fine-tuned model saved here (config.json missing)")
         model = load_base_model(cfg, cuda, path=str(adapter))
-        model.eval()
-        return model, load_tokenizer(cfg), cfg
-    if not (adapter / "adapter_config.json").is_file():
-        raise TrainerError(f"{adapter}: no adapter saved here (adapter_config.json missing)")
-    base = load_base_model(cfg, cuda)
-    model = PeftModel.from_pretrained(base, str(adapter))
+    else:
+        if not (adapter / "adapter_config.json").is_file():
+            raise TrainerError(f"{adapter}: no adapter saved here (adapter_config.json missing)")
+        model = PeftModel.from_pretrained(load_base_model(cfg, cuda), str(adapter))
     model.eval()
     return model, load_tokenizer(cfg), cfg
