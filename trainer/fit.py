@@ -5,7 +5,8 @@ Class weights are computed once over the training split's questions, not its vie
 ``class_weight_penalty``): augmentation multiplies the views of the rare class and would
 otherwise hide, or invert, the imbalance. Checkpoints count only once `trainer.checkpoints`
 has marked them complete, so a killed fit never leaves one that resume would load. Batches are padded
-dynamically; valid macro F1 drives checkpoint choice and early stopping; a rerun resumes
+dynamically; question-level valid macro F1 (the views of a question pooled, as eval scores
+them) drives checkpoint choice and early stopping; a rerun resumes
 from the last checkpoint. The adapter (with the full head and pooler) is published as
 ``<run>/adapter`` by a folder rename, beside the resolved config, history and plots.
 """
@@ -87,12 +88,37 @@ class EncodedViews:
         return self.rows[i]
 
 
-def compute_metrics(eval_pred: Any) -> dict[str, float]:
-    """Per-view metrics for the Trainer's evaluation loop."""
+def classifier_scores(eval_pred: Any) -> tuple[Any, Any]:
+    """(view scores (no, yes), view gold) from the classifier head's evaluation output."""
     import numpy as np
 
     logits, labels = eval_pred
-    return binary_metrics(labels, np.argmax(logits, axis=-1))
+    return np.asarray(logits), np.asarray(labels)
+
+
+def question_metrics(views: Sequence[View], view_scores: Any) -> Any:
+    """The Trainer's evaluation metrics at question level, as eval and the report score.
+
+    ``view_scores`` turns the evaluation output into per-view (no, yes) scores and gold; the
+    scores of one question's views are averaged (`trainer.evaluate.aggregate`), so early
+    stopping and the best checkpoint follow the reported question-level macro F1, not the
+    per-view one (kept as ``view_macro_f1``). The Trainer evaluates in dataset order, which
+    is the order of ``views``.
+    """
+    import numpy as np
+
+    from trainer.evaluate import aggregate
+
+    gold_of = {v.question_id: v.label_id for v in views}
+
+    def compute(eval_pred: Any) -> dict[str, float]:
+        scores, gold = view_scores(eval_pred)
+        ids, pooled = aggregate(views, scores)
+        out = binary_metrics([gold_of[i] for i in ids], np.argmax(pooled, axis=-1))
+        out["view_macro_f1"] = binary_metrics(gold, np.argmax(scores, axis=-1))["macro_f1"]
+        return out
+
+    return compute
 
 
 def make_trainer_class() -> type:
@@ -304,14 +330,14 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
         valid_ds = verbalizer.VerbalizerExamples(valid_views, tokenizer, cfg) if valid_views else None
         collator: Any = verbalizer.Collator(int(tokenizer.pad_token_id))
         trainer_cls = verbalizer.make_trainer_class()
-        metrics: Any = verbalizer.make_compute_metrics(yes_id)
+        view_scores: Any = verbalizer.make_view_scores(yes_id)
         extra["preprocess_logits_for_metrics"] = verbalizer.make_pick_scores(no_id, yes_id)
     else:
         train_ds = EncodedViews(train_views, tokenizer, cfg.max_length)
         valid_ds = EncodedViews(valid_views, tokenizer, cfg.max_length) if valid_views else None
         collator = DataCollatorWithPadding(tokenizer)
         trainer_cls = make_trainer_class()
-        metrics = compute_metrics
+        view_scores = classifier_scores
         extra["class_weights"] = weights
     if valid_ds is not None and cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
@@ -323,7 +349,7 @@ def fit(cfg: TrainerConfig, on_log: Any = None) -> FitResult:
         train_dataset=train_ds,
         eval_dataset=valid_ds,
         data_collator=collator,
-        compute_metrics=metrics,
+        compute_metrics=question_metrics(valid_views, view_scores),
         callbacks=callbacks,
         **extra,
     )

@@ -115,6 +115,28 @@ def assign_splits(
     return {q.id: ("test" if q.id in test else "valid" if q.id in valid else "train") for q in questions}
 
 
+def question_folds(questions: Sequence[Question], k: int, seed: int) -> list[set[str]]:
+    """``k`` disjoint sets of question ids covering ``questions``, stratified by answer and seeded:
+    the folds of cross-validation by question id (each answer's ids are shuffled, then dealt
+    round-robin, so fold sizes and class shares differ by at most one question)."""
+    import numpy as np
+
+    if k < 2 or k > len(questions):
+        raise TrainerError(f"cross-validation needs 2 <= folds <= {len(questions)} questions, not {k}")
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[str]] = {}
+    for q in questions:
+        by_label.setdefault(q.answer or "?", []).append(q.id)
+    folds: list[set[str]] = [set() for _ in range(k)]
+    dealt = 0
+    for label in sorted(by_label):
+        ids = sorted(by_label[label])
+        for i in rng.permutation(len(ids)):
+            folds[dealt % k].add(ids[i])
+            dealt += 1
+    return folds
+
+
 def read_official_ids(path: Path) -> set[str]:
     """Question ids from a ``{batch name: [ids]}`` JSON file."""
     try:

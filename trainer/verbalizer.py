@@ -23,7 +23,6 @@ import numpy as np
 from trainer import LABELS
 from trainer.config import TrainerConfig
 from trainer.errors import TrainerError
-from trainer.metrics import binary_metrics
 from trainer.views import View
 
 log = logging.getLogger(__name__)
@@ -196,17 +195,16 @@ def make_pick_scores(no_id: int, yes_id: int) -> Any:
     return pick
 
 
-def make_compute_metrics(yes_id: int) -> Any:
-    """Per-view metrics from the picked (no, yes) scores; the gold class is read off the first answer token."""
+def make_view_scores(yes_id: int) -> Any:
+    """Per-view (no, yes) scores and gold from the evaluation output; gold is read off the first answer token."""
 
-    def compute(eval_pred: Any) -> dict[str, float]:
+    def scores_and_gold(eval_pred: Any) -> tuple[np.ndarray, np.ndarray]:
         scores, labels = eval_pred
         labels = np.asarray(labels)
         first = np.argmax(labels != IGNORE, axis=1)
-        gold = (labels[np.arange(len(labels)), first] == yes_id).astype(int)
-        return binary_metrics(gold, np.argmax(np.asarray(scores), axis=-1))
+        return np.asarray(scores), (labels[np.arange(len(labels)), first] == yes_id).astype(int)
 
-    return compute
+    return scores_and_gold
 
 
 def make_trainer_class() -> type:

@@ -7,10 +7,12 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.trainer.conftest import synthetic_questions, tiny_config
+from trainer.errors import TrainerError
 from trainer.questions import parse_bioasq
-from trainer.splits import SPLIT_NAMES, assign_splits, build_splits, read_split
+from trainer.splits import SPLIT_NAMES, assign_splits, build_splits, question_folds, read_split
 
 
 def test_no_question_id_in_two_splits_and_views_stay_together(tmp_path: Path) -> None:
@@ -32,6 +34,19 @@ def test_assignment_seeded_and_stratified() -> None:
     assert a != assign_splits(questions, 0.25, 0.25, seed=2)
     test_no = sum(1 for q in questions if a[q.id] == "test" and q.answer == "no")
     assert test_no == 3  # 25% of the 12 'no' questions
+
+
+def test_question_folds_partition_ids_stratified_and_seeded() -> None:
+    questions = parse_bioasq(synthetic_questions(43, 13))
+    folds = question_folds(questions, 5, seed=3)
+    assert sorted(i for f in folds for i in f) == sorted(q.id for q in questions)  # disjoint and complete
+    answer = {q.id: q.answer for q in questions}
+    assert {len(f) for f in folds} <= {8, 9}
+    assert {sum(answer[i] == "no" for i in f) for f in folds} <= {2, 3}  # 13 'no' over 5 folds
+    assert folds == question_folds(questions, 5, seed=3)
+    assert folds != question_folds(questions, 5, seed=4)
+    with pytest.raises(TrainerError, match="folds"):
+        question_folds(questions, 1, seed=3)
 
 
 def test_official_batches_become_test(tmp_path: Path) -> None:
