@@ -166,16 +166,24 @@ def existing_module_names(model: Any, names: list[str]) -> list[str]:
     return [n for n in names if n in leaves]
 
 
-def add_lora(model: Any, cfg: TrainerConfig) -> Any:
-    """Wrap ``model`` in a PEFT LoRA model (after k-bit preparation when quantised)."""
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
-
+def prepare_for_training(model: Any, cfg: TrainerConfig) -> Any:
+    """The one place gradient checkpointing and k-bit preparation are decided, for LoRA and full runs."""
     checkpointing = cfg.uses_gradient_checkpointing(has_cuda(), is_decoder(cfg.model))
     if cfg.quant != "none":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
-    elif checkpointing:
+        from peft import prepare_model_for_kbit_training
+
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    if checkpointing:
         model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
+        if cfg.adapter == "lora":  # frozen embeddings: checkpointed blocks need inputs that require grad
+            model.enable_input_require_grads()
+    return model
+
+
+def add_lora(model: Any, cfg: TrainerConfig) -> Any:
+    """Wrap ``model`` (prepared by `prepare_for_training`) in a PEFT LoRA model."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
     targets: str | list[str] = "all-linear" if cfg.target_modules == ["all-linear"] else list(cfg.target_modules)
     lora = LoraConfig(
         task_type=TaskType.CAUSAL_LM if cfg.head == "verbalizer" else TaskType.SEQ_CLS,
@@ -195,12 +203,8 @@ def add_lora(model: Any, cfg: TrainerConfig) -> Any:
 
 def build_model(cfg: TrainerConfig, cuda: bool | None = None) -> Any:
     """Fresh base model with LoRA adapters (or, for ``adapter='full'``, every weight trainable), ready to train."""
-    model = load_base_model(cfg, cuda)
-    if cfg.adapter == "lora":
-        return add_lora(model, cfg)
-    if cfg.uses_gradient_checkpointing(has_cuda(), is_decoder(cfg.model)):
-        model.gradient_checkpointing_enable()
-    return model
+    model = prepare_for_training(load_base_model(cfg, cuda), cfg)
+    return add_lora(model, cfg) if cfg.adapter == "lora" else model
 
 
 def run_config(run: str | Path) -> TrainerConfig:
