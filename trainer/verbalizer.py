@@ -244,11 +244,15 @@ def verbalizer_scores(model: Any, tokenizer: Any, views: Sequence[View], cfg: Tr
         for first in range(0, len(order), cfg.eval_batch_size):
             rows = order[first : first + cfg.eval_batch_size]
             width = max(len(prompts[i]) for i in rows)
-            ids = torch.tensor([prompts[i] + [pad] * (width - len(prompts[i])) for i in rows], device=device)
-            mask = torch.tensor([[1] * len(prompts[i]) + [0] * (width - len(prompts[i])) for i in rows], device=device)
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            last = torch.tensor([len(prompts[i]) - 1 for i in rows], device=device)
-            picked = torch.log_softmax(logits[torch.arange(len(rows), device=device), last].float(), dim=-1)
+            # left-padded, so every row's last prompt token sits at the end and only that position's
+            # logits are computed: batch x vocab, not batch x length x vocab (Gemma's vocab is 262k)
+            ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in rows], device=device)
+            mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in rows], device=device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1
+            ).logits
+            picked = torch.log_softmax(logits[:, -1].float(), dim=-1)
             out[rows] = picked[:, [no_id, yes_id]].cpu().numpy()
             bar.update(len(rows))
     bar.close()

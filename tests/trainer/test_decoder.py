@@ -137,7 +137,11 @@ def test_verbalizer_scores_equal_a_hand_computation(tiny_llama: Path, tmp_path: 
     model = build_model(cfg, cuda=False)
     tokenizer = load_tokenizer(cfg)
     views = [_view(), replace(_view("no"), context="Short."), replace(_view(), context="Much longer context. " * 5)]
+    widths: list[int] = []  # the LM head sees one position a row: batch x vocab logits, not batch x length x vocab
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
     scores = verbalizer_scores(model, tokenizer, views, cfg)
+    hook.remove()
+    assert widths == [1]
     no_id, yes_id = label_token_ids(tokenizer)
     model.eval()
     for view, got in zip(views, scores, strict=True):
