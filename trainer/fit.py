@@ -163,7 +163,7 @@ class FitResult:
         best = f", best valid macro F1 {self.best_valid['macro_f1']:.3f}" if self.best_valid else ""
         return (
             f"fit -> {self.run}: {self.train_examples} training views, {self.steps} steps, {self.seconds:.0f}s "
-            f"({self.examples_per_second:.1f} examples/s), peak memory {self.peak_memory_mb:.0f} MiB{best}"
+            f"({self.examples_per_second:.3g} examples/s), peak memory {self.peak_memory_mb:.0f} MiB{best}"
         )
 
 
