@@ -169,7 +169,8 @@ def cross_validate(args: argparse.Namespace, questions: list[Question], names: l
     """Every arm on ``args.folds`` folds of the questions outside the seed's test split; the chosen recipe."""
     from store.atomic import atomic_write_json
 
-    split = assign_splits(questions, 0.2, 0.1, args.seed)
+    shares = base_config(args, args.out)  # the seed split's fractions, as every arm's run uses them
+    split = assign_splits(questions, shares.test_fraction, shares.valid_fraction, args.seed)
     dev = [q for q in questions if split[q.id] != "test"]
     folds = question_folds(dev, args.folds, args.seed)
     print(f"cross-validation: {len(dev)} questions outside the seed-{args.seed} test split, {args.folds} folds")
