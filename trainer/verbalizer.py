@@ -8,6 +8,8 @@ loss is weighted by its class weight. A view is scored by the next-token log-pro
 of the first token of "no" and of "yes" right after the prompt, the two numbers standing in
 for a classifier's logits everywhere downstream. Contexts are cut, in tokens, so prompt and
 answer fit ``cfg.max_length``; memory is bounded by one batch of at most that many tokens.
+Batches are left-padded so answers end every row: the loss computes logits for the answer
+span only, and scoring for the last position only, never batch x length x vocab.
 """
 
 from __future__ import annotations
@@ -137,7 +139,9 @@ class VerbalizerExamples:
 
 
 class Collator:
-    """Right-pads a batch: input ids with the pad id, labels with -100, the attention mask with 0."""
+    """Left-pads a batch (input ids with the pad id, labels with -100, the attention mask with 0)
+    and numbers the real tokens' positions from 0: every row's answer ends the batch, so the
+    loss needs logits for only the last few positions (`answer_span`)."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
@@ -148,11 +152,13 @@ class Collator:
         width = max(len(r["input_ids"]) for r in rows)
 
         def pad(key: str, value: int) -> Any:
-            return torch.tensor([r[key] + [value] * (width - len(r[key])) for r in rows], dtype=torch.long)
+            return torch.tensor([[value] * (width - len(r[key])) + r[key] for r in rows], dtype=torch.long)
 
+        mask = pad("attention_mask", 0)
         return {
             "input_ids": pad("input_ids", self.pad_id),
-            "attention_mask": pad("attention_mask", 0),
+            "attention_mask": mask,
+            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
             "labels": pad("labels", IGNORE),
             "weight": torch.tensor([float(r.get("weight", 1.0)) for r in rows], dtype=torch.float32),
         }
@@ -173,6 +179,18 @@ def answer_loss(logits: Any, labels: Any, weight: Any) -> Any:
     return (per_example * weight).sum() / weight.sum().clamp(min=1e-12)
 
 
+def answer_span(labels: Any) -> int:
+    """How many trailing positions' logits the loss needs: from the one that predicts the batch's
+    earliest answer token to the end (left-padded rows end with their answers)."""
+    import torch
+
+    width = int(labels.shape[1])
+    if not bool((labels != IGNORE).any()):
+        return width
+    first = int(torch.argmax((labels != IGNORE).int(), dim=1)[(labels != IGNORE).any(dim=1)].min())
+    return min(width, width - first + 1)
+
+
 def first_answer_positions(labels: Any) -> Any:
     """Index of each row's first answer token (the position right after its prompt)."""
     import torch
@@ -188,7 +206,7 @@ def make_pick_scores(no_id: int, yes_id: int) -> Any:
     def pick(logits: Any, labels: Any) -> Any:
         if isinstance(logits, tuple):
             logits = logits[0]
-        pos = first_answer_positions(labels) - 1
+        pos = first_answer_positions(labels) - 1 - (labels.shape[1] - logits.shape[1])  # logits of the last positions
         rows = logits[torch.arange(logits.shape[0], device=logits.device), pos].float()
         return torch.log_softmax(rows, dim=-1)[:, [no_id, yes_id]]
 
@@ -217,8 +235,9 @@ def make_trainer_class() -> type:
         ) -> Any:
             labels = inputs.pop("labels")
             weight = inputs.pop("weight")
-            outputs = model(**inputs, use_cache=False)
-            loss = answer_loss(outputs.logits, labels, weight)
+            keep = answer_span(labels)  # batch x keep x vocab logits, not batch x length x vocab
+            outputs = model(**inputs, use_cache=False, logits_to_keep=keep)
+            loss = answer_loss(outputs.logits, labels[:, -keep:], weight)
             return (loss, {"logits": outputs.logits}) if return_outputs else loss
 
     return VerbalizerTrainer

@@ -129,6 +129,50 @@ def test_answer_loss_weights_each_example() -> None:
     assert torch.allclose(answer_loss(logits, labels, weight), expected)
 
 
+def test_training_loss_needs_only_the_answer_span(tiny_llama: Path, tmp_path: Path) -> None:
+    from trainer.model import build_model, load_tokenizer
+    from trainer.verbalizer import IGNORE, Collator, answer_loss, encode, make_pick_scores, make_trainer_class
+
+    cfg = _cfg(tmp_path, tiny_llama, quant="none", rationale="ideal_answer")
+    model = build_model(cfg, cuda=False)
+    tokenizer = load_tokenizer(cfg)
+    views = [_view("yes", "Aspirin irreversibly inhibits COX-1."), replace(_view("no", "No."), context="Short.")]
+    rows = [encode(tokenizer, v, cfg, [2.0, 1.0]) for v in views]
+    batch = Collator(int(tokenizer.pad_token_id))(rows)
+    width = batch["input_ids"].shape[1]
+    short = min(len(r["input_ids"]) for r in rows)
+    assert batch["attention_mask"][1, : width - short].sum() == 0  # left-padded: the shorter row ends the batch too
+    assert batch["position_ids"][1, width - short] == 0
+    widths: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
+    model.eval()
+    with torch.no_grad():
+        loss = make_trainer_class().compute_loss(None, model, dict(batch))
+    hook.remove()
+    answer = max(sum(t != IGNORE for t in r["labels"]) for r in rows)
+    assert widths == [answer + 1] and answer + 1 < width  # logits for the answer span only
+    with torch.no_grad():  # each row alone, unpadded, over full logits
+        per_row = [
+            answer_loss(
+                model(input_ids=torch.tensor([r["input_ids"]])).logits,
+                torch.tensor([r["labels"]]),
+                torch.tensor([1.0]),
+            )
+            for r in rows
+        ]
+    w0, w1 = rows[0]["weight"], rows[1]["weight"]
+    expected = (w0 * per_row[0] + w1 * per_row[1]) / (w0 + w1)
+    assert float(loss) == pytest.approx(float(expected), abs=1e-5)
+    # the eval scores read off those trailing logits are the ones at each row's first answer token
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    with torch.no_grad():
+        kept = model(**inputs, logits_to_keep=answer + 1).logits
+        full = model(**inputs).logits
+    no_id, yes_id = 5, 7
+    pick = make_pick_scores(no_id, yes_id)
+    assert torch.allclose(pick(kept, batch["labels"]), pick(full, batch["labels"]), atol=1e-5)
+
+
 def test_verbalizer_scores_equal_a_hand_computation(tiny_llama: Path, tmp_path: Path) -> None:
     from trainer.model import build_model, load_tokenizer
     from trainer.verbalizer import label_token_ids, prompt_ids, verbalizer_scores
