@@ -98,7 +98,7 @@ def run_arm(name: str, questions: list[Question], cfg: TrainerConfig) -> dict[st
     """Split, fit (with the lexical ensemble chosen on valid), score on test; one record per arm and its ensemble."""
     from trainer.baselines import tfidf_classifier
     from trainer.ensemble import load_choice
-    from trainer.evaluate import aggregate, evidence_texts, score, score_views
+    from trainer.evaluate import aggregate, evidence_texts, question_gold, score, score_views
     from trainer.fit import fit
     from trainer.metrics import paired_bootstrap
     from trainer.model import load_trained
@@ -113,12 +113,11 @@ def run_arm(name: str, questions: list[Question], cfg: TrainerConfig) -> dict[st
     predict_s = time.perf_counter() - started
     choice = load_choice(cfg.out)
     scored = score(test, logits, train, cfg, Path(cfg.out), ensemble=choice)
-    ids, _ = aggregate(test, logits)
-    gold_of = {v.question_id: v.label_id for v in test}
-    gold = [gold_of[i] for i in ids]
+    ids, q_logits = aggregate(test, logits)
+    gold = question_gold(test, ids)
     preds = json.loads((Path(cfg.out) / "predictions.json").read_text())
     ensemble_pred = [int(p["predicted"] == "yes") for p in preds]
-    alone_pred = [int(x) for x in aggregate(test, logits)[1].argmax(axis=1)]
+    alone_pred = [int(x) for x in q_logits.argmax(axis=1)]
     labels: dict[str, int] = {}
     for v in train:
         labels.setdefault(v.question_id, v.label_id)

@@ -79,11 +79,10 @@ def choose(
     valid_views: Sequence[View], valid_logits: np.ndarray, train_views: Sequence[View], run: Path | None = None
 ) -> dict[str, Any]:
     """Temperature and weight from the valid split (views and their model scores); saved in ``run``."""
-    from trainer.evaluate import aggregate
+    from trainer.evaluate import aggregate, question_gold
 
     ids, q_logits = aggregate(valid_views, valid_logits)
-    gold_of = {v.question_id: v.label_id for v in valid_views}
-    gold = [gold_of[i] for i in ids]
+    gold = question_gold(valid_views, ids)
     lexical = lexical_for(train_views, ids, valid_views)
     temperature = fit_temperature(q_logits, gold)
     weight = choose_weight(q_logits, lexical, gold, temperature)

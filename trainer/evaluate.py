@@ -124,8 +124,7 @@ def score(
     the model's own answers are reported as "model alone".
     """
     ids, q_logits = aggregate(views, logits)
-    gold_of = {v.question_id: v.label_id for v in views}
-    gold = [gold_of[i] for i in ids]
+    gold = question_gold(views, ids)
     if any(g < 0 for g in gold):
         raise TrainerError("evaluation questions need yes/no answers (exact_answer)")
     pred = [int(x) for x in np.argmax(q_logits, axis=1)]
@@ -174,6 +173,12 @@ def ensemble_logits(
     p = combine(q_logits, lexical_for(train_views, ids, views), choice["weight_model"], choice["temperature"])
     p = np.clip(p, 1e-9, 1 - 1e-9)
     return np.stack([np.log(1 - p), np.log(p)], axis=1).astype(np.float32)
+
+
+def question_gold(views: Sequence[View], ids: Sequence[str]) -> list[int]:
+    """Gold label id of each question in ``ids`` (1 yes, 0 no, -1 unlabelled), read off its views."""
+    gold_of = {v.question_id: v.label_id for v in views}
+    return [gold_of[i] for i in ids]
 
 
 def evidence_texts(views: Sequence[View]) -> dict[str, str]:

@@ -107,14 +107,12 @@ def question_metrics(views: Sequence[View], view_scores: Any) -> Any:
     """
     import numpy as np
 
-    from trainer.evaluate import aggregate
-
-    gold_of = {v.question_id: v.label_id for v in views}
+    from trainer.evaluate import aggregate, question_gold
 
     def compute(eval_pred: Any) -> dict[str, float]:
         scores, gold = view_scores(eval_pred)
         ids, pooled = aggregate(views, scores)
-        out = binary_metrics([gold_of[i] for i in ids], np.argmax(pooled, axis=-1))
+        out = binary_metrics(question_gold(views, ids), np.argmax(pooled, axis=-1))
         out["view_macro_f1"] = binary_metrics(gold, np.argmax(scores, axis=-1))["macro_f1"]
         return out
 

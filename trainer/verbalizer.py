@@ -138,6 +138,19 @@ class VerbalizerExamples:
         return self.rows[i]
 
 
+def left_pad(rows: Sequence[Sequence[int]], value: int, device: Any = None) -> Any:
+    """``rows`` as one long tensor, each padded on the left with ``value`` to the longest."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    return torch.tensor([[value] * (width - len(r)) + list(r) for r in rows], dtype=torch.long, device=device)
+
+
+def positions(mask: Any) -> Any:
+    """Position ids of left-padded rows: counted from each row's first real token (0 on padding)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 class Collator:
     """Left-pads a batch (input ids with the pad id, labels with -100, the attention mask with 0)
     and numbers the real tokens' positions from 0: every row's answer ends the batch, so the
@@ -149,17 +162,12 @@ class Collator:
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        width = max(len(r["input_ids"]) for r in rows)
-
-        def pad(key: str, value: int) -> Any:
-            return torch.tensor([[value] * (width - len(r[key])) + r[key] for r in rows], dtype=torch.long)
-
-        mask = pad("attention_mask", 0)
+        mask = left_pad([r["attention_mask"] for r in rows], 0)
         return {
-            "input_ids": pad("input_ids", self.pad_id),
+            "input_ids": left_pad([r["input_ids"] for r in rows], self.pad_id),
             "attention_mask": mask,
-            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-            "labels": pad("labels", IGNORE),
+            "position_ids": positions(mask),
+            "labels": left_pad([r["labels"] for r in rows], IGNORE),
             "weight": torch.tensor([float(r.get("weight", 1.0)) for r in rows], dtype=torch.float32),
         }
 
@@ -182,13 +190,11 @@ def answer_loss(logits: Any, labels: Any, weight: Any) -> Any:
 def answer_span(labels: Any) -> int:
     """How many trailing positions' logits the loss needs: from the one that predicts the batch's
     earliest answer token to the end (left-padded rows end with their answers)."""
-    import torch
-
     width = int(labels.shape[1])
-    if not bool((labels != IGNORE).any()):
+    answered = (labels != IGNORE).any(dim=1)
+    if not bool(answered.any()):
         return width
-    first = int(torch.argmax((labels != IGNORE).int(), dim=1)[(labels != IGNORE).any(dim=1)].min())
-    return min(width, width - first + 1)
+    return min(width, width - int(first_answer_positions(labels)[answered].min()) + 1)
 
 
 def first_answer_positions(labels: Any) -> Any:
@@ -262,14 +268,12 @@ def verbalizer_scores(model: Any, tokenizer: Any, views: Sequence[View], cfg: Tr
     with torch.inference_mode():
         for first in range(0, len(order), cfg.eval_batch_size):
             rows = order[first : first + cfg.eval_batch_size]
-            width = max(len(prompts[i]) for i in rows)
             # left-padded, so every row's last prompt token sits at the end and only that position's
             # logits are computed: batch x vocab, not batch x length x vocab (Gemma's vocab is 262k)
-            ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in rows], device=device)
-            mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in rows], device=device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            ids = left_pad([prompts[i] for i in rows], pad, device)
+            mask = left_pad([[1] * len(prompts[i]) for i in rows], 0, device)
             logits = model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1
+                input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=False, logits_to_keep=1
             ).logits
             picked = torch.log_softmax(logits[:, -1].float(), dim=-1)
             out[rows] = picked[:, [no_id, yes_id]].cpu().numpy()
